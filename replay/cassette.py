@@ -1,0 +1,303 @@
+"""Cassettes: vcrpy cassette files that also hold WebSocket sessions.
+
+A cassette is a vcrpy YAML file (``version: 1``, ``interactions:``) that vcrpy's own deserializer
+loads. HTTP interactions are ordinary vcrpy interactions. A WebSocket session is one interaction
+whose request is the upgrade and whose response is the ``101`` plus a ``websocket`` mapping:
+``dialect``, ``frames`` (``t``, ``from``, and ``event`` | ``text`` | ``binary``) and ``close``.
+Audio payloads may be compacted to ``{"$audio": {"bytes": N, "sha256": ...}}``; replay turns a
+compacted payload into exactly N bytes of silence, so every `audio_end_ms` rule still holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import parse_qs, urlsplit
+
+import yaml
+
+from replay.engine import silence_b64
+from replay.protocol import AUDIO_DELTA_TYPES, DIALECTS, Dialect
+
+try:
+    from yaml import CSafeDumper as _Dumper
+    from yaml import CSafeLoader as _Loader
+except ImportError:  # pragma: no cover - PyYAML without libyaml
+    from yaml import SafeDumper as _Dumper  # type: ignore[assignment]
+    from yaml import SafeLoader as _Loader  # type: ignore[assignment]
+
+Source = Literal["client", "server"]
+ORIGINS = ("recorded", "synthesized", "imported")
+AUDIO_FIELD = {"input_audio_buffer.append": "audio", **{name: "delta" for name in AUDIO_DELTA_TYPES}}
+
+
+class CassetteError(ValueError):
+    """A cassette that cannot be used; the message names the file and what is wrong."""
+
+
+@dataclass
+class Frame:
+    t: float  # seconds since the socket opened
+    source: Source
+    event: dict[str, Any] | None = None
+    text: str | None = None  # a text frame that is not a JSON object
+    binary: bytes | None = None
+
+    @property
+    def type(self) -> str | None:
+        t = self.event.get("type") if self.event is not None else None
+        return t if isinstance(t, str) else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"t": round(self.t, 6), "from": self.source}
+        if self.event is not None:
+            out["event"] = self.event
+        elif self.binary is not None:
+            out["binary"] = base64.b64encode(self.binary).decode("ascii")
+        else:
+            out["text"] = self.text or ""
+        return out
+
+
+@dataclass
+class WebSocketSession:
+    uri: str
+    dialect: Dialect
+    frames: list[Frame]
+    request_headers: dict[str, list[str]] = field(default_factory=dict)
+    response_headers: dict[str, list[str]] = field(default_factory=dict)
+    close: dict[str, Any] | None = None  # {code, reason, by}
+
+    @property
+    def model(self) -> str | None:
+        query = parse_qs(urlsplit(self.uri).query)
+        for key in ("model", "deployment"):
+            if query.get(key):
+                return query[key][0]
+        return None
+
+    def to_interaction(self) -> dict[str, Any]:
+        websocket: dict[str, Any] = {"dialect": self.dialect, "frames": [f.to_dict() for f in self.frames]}
+        if self.close is not None:
+            websocket["close"] = self.close
+        return {
+            "request": {"body": None, "headers": self.request_headers, "method": "GET", "uri": self.uri},
+            "response": {
+                "status": {"code": 101, "message": "Switching Protocols"},
+                "headers": self.response_headers,
+                "body": {"string": ""},
+                "websocket": websocket,
+            },
+        }
+
+
+@dataclass
+class Cassette:
+    metadata: dict[str, Any]
+    interactions: list[WebSocketSession | dict[str, Any]]  # dicts are plain vcrpy HTTP interactions
+    path: Path | None = None
+
+    @property
+    def sessions(self) -> list[WebSocketSession]:
+        return [i for i in self.interactions if isinstance(i, WebSocketSession)]
+
+    @property
+    def http_interactions(self) -> list[dict[str, Any]]:
+        return [i for i in self.interactions if isinstance(i, dict)]
+
+    @property
+    def name(self) -> str:
+        return self.path.stem if self.path else str(self.metadata.get("name", "cassette"))
+
+    def to_data(self) -> dict[str, Any]:
+        return {
+            "interactions": [i.to_interaction() if isinstance(i, WebSocketSession) else i for i in self.interactions],
+            "metadata": self.metadata,
+            "version": 1,
+        }
+
+    def dumps(self) -> str:
+        return yaml.dump(self.to_data(), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a reader sees the old file or the new one, never half of either."""
+        target = Path(path)
+        write_atomic(target, self.dumps())
+        self.path = target
+        return target
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# ---------------------------------------------------------------------------- loading
+
+
+def load(path: str | Path) -> Cassette:
+    path = Path(path)
+    try:
+        raw = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise CassetteError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CassetteError(f"{path}: is a directory, not a cassette") from None
+    except UnicodeDecodeError:
+        raise CassetteError(f"{path}: not a text file (a cassette is YAML)") from None
+    except OSError as exc:
+        raise CassetteError(f"{path}: cannot read: {exc.strerror}") from None
+    return loads(raw, path)
+
+
+def loads(raw: str, path: str | Path = "<string>") -> Cassette:
+    where = str(path)
+    try:
+        data = yaml.load(raw, Loader=_Loader)  # a safe loader: no Python tags
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise CassetteError(f"{where}: not valid YAML{at}: {problem}") from None
+    if not isinstance(data, dict):
+        raise CassetteError(f"{where}: a cassette is a mapping with 'version' and 'interactions'")
+    if data.get("version") != 1:
+        raise CassetteError(f"{where}: unsupported cassette version {data.get('version')!r} (expected 1)")
+    interactions = data.get("interactions")
+    if not isinstance(interactions, list):
+        raise CassetteError(f"{where}: 'interactions' must be a list")
+    metadata = data.get("metadata") or {}
+    if not isinstance(metadata, dict):
+        raise CassetteError(f"{where}: 'metadata' must be a mapping")
+    parsed: list[WebSocketSession | dict[str, Any]] = []
+    for index, interaction in enumerate(interactions):
+        at = f"{where}: interactions[{index}]"
+        if not isinstance(interaction, dict) or not isinstance(interaction.get("request"), dict) \
+                or not isinstance(interaction.get("response"), dict):
+            raise CassetteError(f"{at}: needs a 'request' and a 'response' mapping")
+        websocket = interaction["response"].get("websocket")
+        if websocket is None:
+            _check_http(interaction, at)
+            parsed.append(interaction)
+        else:
+            parsed.append(_session(interaction, websocket, at))
+    return Cassette(metadata, parsed, Path(path) if where != "<string>" else None)
+
+
+def _check_http(interaction: dict[str, Any], at: str) -> None:
+    request = interaction["request"]
+    for key in ("method", "uri"):
+        if not isinstance(request.get(key), str):
+            raise CassetteError(f"{at}.request.{key}: must be a string")
+    status = interaction["response"].get("status")
+    if not isinstance(status, dict) or not isinstance(status.get("code"), int):
+        raise CassetteError(f"{at}.response.status.code: must be an integer")
+
+
+def _headers(value: Any, at: str) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise CassetteError(f"{at}: must be a mapping of header name to values")
+    return {str(k): [str(x) for x in (v if isinstance(v, list) else [v])] for k, v in value.items()}
+
+
+def _session(interaction: dict[str, Any], websocket: Any, at: str) -> WebSocketSession:
+    request = interaction["request"]
+    if not isinstance(websocket, dict):
+        raise CassetteError(f"{at}.response.websocket: must be a mapping")
+    uri = request.get("uri")
+    if not isinstance(uri, str):
+        raise CassetteError(f"{at}.request.uri: must be a string")
+    dialect = websocket.get("dialect")
+    if dialect not in DIALECTS:
+        raise CassetteError(f"{at}.response.websocket.dialect: must be 'beta' or 'ga', got {dialect!r}")
+    frames_raw = websocket.get("frames")
+    if not isinstance(frames_raw, list):
+        raise CassetteError(f"{at}.response.websocket.frames: must be a list")
+    frames: list[Frame] = []
+    last_t = 0.0
+    for i, raw in enumerate(frames_raw):
+        fat = f"{at}.response.websocket.frames[{i}]"
+        if not isinstance(raw, dict):
+            raise CassetteError(f"{fat}: must be a mapping with 't', 'from' and 'event'")
+        t = raw.get("t")
+        if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
+            raise CassetteError(f"{fat}.t: must be a number of seconds >= 0, got {t!r}")
+        if t < last_t:
+            raise CassetteError(f"{fat}.t: {t} goes back in time (previous frame at {last_t})")
+        last_t = float(t)
+        source = raw.get("from")
+        if source not in ("client", "server"):
+            raise CassetteError(f"{fat}.from: must be 'client' or 'server', got {source!r}")
+        if "event" in raw:
+            event = raw["event"]
+            if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+                raise CassetteError(f"{fat}.event: must be a mapping with a string 'type'")
+            frames.append(Frame(float(t), source, event=event))
+        elif "text" in raw:
+            frames.append(Frame(float(t), source, text=str(raw["text"])))
+        elif "binary" in raw:
+            try:
+                frames.append(Frame(float(t), source, binary=base64.b64decode(str(raw["binary"]), validate=True)))
+            except ValueError:
+                raise CassetteError(f"{fat}.binary: must be base64") from None
+        else:
+            raise CassetteError(f"{fat}: needs one of 'event', 'text' or 'binary'")
+    close = websocket.get("close")
+    if close is not None and (not isinstance(close, dict) or not isinstance(close.get("code"), int | None)):
+        raise CassetteError(f"{at}.response.websocket.close: must be a mapping with an integer 'code'")
+    return WebSocketSession(
+        uri=uri,
+        dialect=dialect,
+        frames=frames,
+        request_headers=_headers(request.get("headers"), f"{at}.request.headers"),
+        response_headers=_headers(interaction["response"].get("headers"), f"{at}.response.headers"),
+        close=close,
+    )
+
+
+# ---------------------------------------------------------------------------- audio
+
+
+def compact_audio(event: dict[str, Any]) -> dict[str, Any]:
+    """Replace an audio payload by its size and digest; other events come back unchanged."""
+    key = AUDIO_FIELD.get(event.get("type", ""))
+    payload = event.get(key) if key else None
+    if not isinstance(payload, str) or key is None:
+        return event
+    data = base64.b64decode(payload)
+    return {**event, key: {"$audio": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}}
+
+
+def expand_audio(event: dict[str, Any]) -> dict[str, Any]:
+    """A compacted audio payload becomes exactly that many bytes of silence."""
+    key = AUDIO_FIELD.get(event.get("type", ""))
+    payload = event.get(key) if key else None
+    if key is None or not isinstance(payload, dict) or "$audio" not in payload:
+        return event
+    size = payload["$audio"].get("bytes")
+    if not isinstance(size, int) or size < 0:
+        raise CassetteError(f"{event.get('type')}: '$audio.bytes' must be a whole number of bytes")
+    return {**event, key: silence_b64(size)}
+
+
+def iter_events(session: WebSocketSession, source: Source | None = None) -> Iterator[tuple[int, Frame]]:
+    for index, frame in enumerate(session.frames):
+        if frame.event is not None and (source is None or frame.source == source):
+            yield index, frame

@@ -1,0 +1,167 @@
+"""The server's validation rules: one table, one row per rule.
+
+Each row says when the real server refuses a client event, the exact `error` frame it answers
+with, and how well that is evidenced (reference §6.2). The engine decides *whether* a rule fires;
+this table alone decides *what the wire says*. Messages marked unverified can be replaced from a
+configuration file (``--rules FILE``), because the real text is only guessed.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Literal
+
+Evidence = Literal["capture", "report", "spec", "inferred", "unverified"]
+EventIdPolicy = Literal["echo", "null"]
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    when: str
+    type: str
+    code: str | None
+    message: str  # str.format template
+    param: str | None  # str.format template, or None for an explicit null
+    event_id: EventIdPolicy
+    evidence: Evidence
+    source: str
+
+    @property
+    def verified(self) -> bool:
+        return self.evidence in ("capture", "report", "spec")
+
+
+_R = "invalid_request_error"
+
+RULES: tuple[Rule, ...] = (
+    Rule("T1", "truncate of an item that is not model-output audio with >=1 audio byte produced "
+         "(user item, text-only assistant item, function_call, or assistant audio before its first delta)",
+         _R, "unsupported_content_type", "Only model output audio messages can be truncated", None, "echo",
+         "report", "livekit/agents #6157, #6158, #6249, #1016, #1050"),
+    Rule("T2", "truncate with audio_end_ms greater than the audio the server produced for that part",
+         _R, "invalid_value", "Audio content of {produced_ms}ms is already shorter than {audio_end_ms}ms", None,
+         "null", "report", "pipecat #2106, #925, #3677; twilio-samples #45; ReviewStage/luke #564"),
+    Rule("T3", "truncate of an item id the server does not hold",
+         _R, "item_truncate_invalid_item_id", "Error truncating item: the item with id '{item_id}' does not exist.",
+         None, "echo", "unverified", "code handled by many clients; message follows T4/T5"),
+    Rule("T4", "delete of an item id the server does not hold (including a second delete)",
+         _R, "item_delete_invalid_item_id", "Error deleting item: the item with id '{item_id}' does not exist.",
+         None, "echo", "report", "speaches conformance test run against OpenAI"),
+    Rule("T5", "retrieve of an item id the server does not hold",
+         _R, "item_retrieve_invalid_item_id", "Error retrieving item: the item with id '{item_id}' does not exist.",
+         None, "echo", "report", "speaches conformance test run against OpenAI"),
+    Rule("T6", "item create with a previous_item_id the server does not hold",
+         _R, "item_create_invalid_previous_item_id",
+         "Error adding item: the previous item with id '{previous_item_id}' does not exist.", None, "echo",
+         "unverified", "speaches mimics the message; the code is probable"),
+    Rule("T8", "input_audio_buffer.commit with less than 100 ms appended since the last commit",
+         _R, "input_audio_buffer_commit_empty",
+         "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
+         "but buffer only has {buffered_ms:.2f}ms of audio.", None, "echo",
+         "capture", "nijimaku capture notes (0 ms and 50 ms, event_id echoed); livekit; betalgo/openai #674"),
+    Rule("T9", "response.create while a response is writing to the default conversation",
+         _R, "conversation_already_has_active_response",
+         "Conversation already has an active response in progress: {response_id}. "
+         "Wait until the response is finished before creating a new one.", None, "echo",
+         "report", "client test fixture and run log; many clients match the code"),
+    Rule("T10", "response.cancel with no active response (finished, or already auto-cancelled by VAD)",
+         _R, "response_cancel_not_active", "Cancellation failed: no active response found", None, "echo",
+         "capture", "lm15 capture note; mapluisch/OpenAI-Realtime-API-for-Unity #5; hashintel/hash #9399"),
+    Rule("T11", "session.update changing the voice after assistant audio exists",
+         _R, "cannot_update_voice", "Cannot update a conversation's voice if assistant audio is present.", None,
+         "echo", "report", "many clients; the whole update is rejected"),
+    Rule("T12", "session.update with a parameter the session does not have",
+         _R, "unknown_parameter", "Unknown parameter: '{param}'.", "{param}", "echo",
+         "capture", "2026 capture (session.bogus_field); openai-realtime-api-beta #9"),
+    Rule("T13", "an enum field with a value outside its supported set",
+         _R, "invalid_value", "Invalid value: '{value}'. Supported values are: {supported}.", "{param}", "echo",
+         "report", "dongri/openai-api-rs #135; 2026 capture (transcription delay)"),
+    Rule("T13c", "GA assistant item created with content type 'text' instead of 'output_text'",
+         _R, "invalid_value", "Invalid value: '{value}'. Value must be '{expected}'.", "{param}", "echo",
+         "capture", "pydantic-ai test_message_history_seeding cassette @90bb890"),
+    Rule("T14", "GA session.update without session.type",
+         _R, "missing_required_parameter", "Missing required parameter: 'session.type'.", "session.type", "echo",
+         "report", "TanStack/ai #586"),
+    Rule("T15", "GA audio format rate below 24000",
+         _R, "integer_below_min_value",
+         "Invalid '{param}': integer below minimum value. Expected a value >= 24000, but got {value} instead.",
+         "{param}", "echo", "capture", "2026 capture (message contains 'Expected a value >= 24000')"),
+    Rule("T17-json", "a text frame that is not JSON",
+         _R, "invalid_json", "Invalid event: failed to parse JSON value. {detail}", None, "null",
+         "capture", "2026 capture (the tail of the message was elided)"),
+    Rule("T17-binary", "a binary WebSocket frame",
+         _R, "invalid_event", "Expected a text WebSocket message; binary frames are not supported.", None, "null",
+         "capture", "2026 capture"),
+    Rule("T17-missing-type", "a JSON event without a string 'type'",
+         _R, "invalid_event", "The 'type' field is missing.", None, "echo",
+         "spec", "openapi.yaml error example"),
+    Rule("T17-unknown-type", "a 'type' the dialect does not accept",
+         _R, "invalid_value", "Invalid value: '{value}'. Supported values are: {supported}.", "type", "echo",
+         "capture", "2026 capture (GA list); beta list from issue reports"),
+    Rule("V-missing", "a required parameter is absent",
+         _R, "missing_required_parameter", "Missing required parameter: '{param}'.", "{param}", "echo",
+         "report", "'item.type' seen in beta-era reports"),
+    Rule("V-type", "a parameter has the wrong JSON type",
+         _R, "invalid_type", "Invalid type for '{param}': expected {expected}, but got {got} instead.", "{param}",
+         "echo", "unverified", "general OpenAI API wording; 'Invalid type for 'item.content': expected an array "
+         "of objects' reported"),
+    Rule("V-min", "an integer parameter below its minimum",
+         _R, "integer_below_min_value",
+         "Invalid '{param}': integer below minimum value. Expected a value >= {minimum}, but got {value} instead.",
+         "{param}", "echo", "unverified", "general OpenAI API wording, as T15"),
+)
+
+
+class RuleConfigError(ValueError):
+    """A rules override file that cannot be applied; the message names the file and the problem."""
+
+
+class RuleBook:
+    """The rule table in force for a server, with configured message overrides applied."""
+
+    def __init__(self, overrides: dict[str, str] | None = None) -> None:
+        self.rules: dict[str, Rule] = {rule.id: rule for rule in RULES}
+        for rule_id, message in (overrides or {}).items():
+            rule = self.rules.get(rule_id)
+            if rule is None:
+                raise RuleConfigError(f"unknown rule id {rule_id!r}; known: {', '.join(self.rules)}")
+            if rule.verified:
+                raise RuleConfigError(f"rule {rule_id} is evidenced ({rule.evidence}); only unverified messages "
+                                      "can be overridden")
+            if not isinstance(message, str):
+                raise RuleConfigError(f"the message for {rule_id} must be a string")
+            self.rules[rule_id] = replace(rule, message=message)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RuleBook:
+        """Overrides as a JSON object ``{"T3": "message template", ...}``."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise RuleConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except json.JSONDecodeError as exc:
+            raise RuleConfigError(f"{path}: not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise RuleConfigError(f"{path}: expected a JSON object of rule id -> message")
+        try:
+            return cls(data)
+        except RuleConfigError as exc:
+            raise RuleConfigError(f"{path}: {exc}") from None
+
+    def error(self, rule_id: str, *, event_id: str | None, server_event_id: str, **fields: Any) -> dict[str, Any]:
+        """The `error` server event for a rule, all five inner keys present (reference §6.1)."""
+        rule = self.rules[rule_id]
+        return {
+            "type": "error",
+            "event_id": server_event_id,
+            "error": {
+                "type": rule.type,
+                "code": rule.code,
+                "message": rule.message.format(**fields),
+                "param": rule.param.format(**fields) if rule.param is not None else None,
+                "event_id": event_id if rule.event_id == "echo" else None,
+            },
+        }
