@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -15,6 +15,11 @@ from replay import __version__
 from replay.cassette import CassetteError, load
 from replay.corpus import resolve_cassette
 from replay.rules import RuleBook, RuleConfigError
+
+if TYPE_CHECKING:
+    from replay.clients.base import Client
+    from replay.cuts import Case
+    from replay.runner import RunOptions, RunReport
 
 app = typer.Typer(
     name="rtreplay",
@@ -120,6 +125,122 @@ def show(
     for interaction in loaded.http_interactions:
         request, response = interaction["request"], interaction["response"]
         console.print(f"HTTP {request['method']} {request['uri']} → {response['status']['code']}")
+
+
+def _report_path(path: Path | None, client: str, many: bool) -> Path | None:
+    """One client: the path as given; several: the client's name before the suffix."""
+    if path is None or not many:
+        return path
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client)
+    return path.with_name(f"{path.stem}.{safe}{path.suffix}")
+
+
+@app.command()
+def check(
+    client: Annotated[list[str] | None, typer.Option("--client", help="Client to check: reference-naive, "
+                                                      "reference-fixed, openai, livekit, livekit-pr6249, "
+                                                      "openai-agents, pipecat, ... or package.module:ATTR. "
+                                                      "Repeatable.")] = None,
+    cmd: Annotated[str | None, typer.Option("--cmd", help="A program in any language, started per case with "
+                                            "OPENAI_BASE_URL, OPENAI_API_KEY, RTREPLAY_WS_URL, RTREPLAY_CASE.")] = None,
+    cassette: Annotated[list[str] | None, typer.Option("--cassette", help="Cassette(s) to sweep (default: the "
+                                                       "bundled conformance corpus).")] = None,
+    case: Annotated[list[str] | None, typer.Option("--case", help="Only cases whose id matches this glob, e.g. "
+                                                   "'RT-INT-*'. Repeatable.")] = None,
+    cut: Annotated[list[str] | None, typer.Option("--cut", help="Explicit cut(s): after:TYPE#N or at:SECONDS "
+                                                  "(instead of the sweep).")] = None,
+    all_cuts: Annotated[bool, typer.Option("--all-cuts", help="Every cut, not one per equivalent state.")] = False,
+    strict: Annotated[bool, typer.Option("--strict", help="NON-STRICT verdicts fail the run too.")] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write a JSON report.")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit-xml", help="Write JUnit XML (one testcase per case).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
+    logs: Annotated[Path | None, typer.Option("--logs", help="Write each case's wire log (JSONL) here.")] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", help="Known failures (JSON or one id per line): "
+                                                  "they do not fail the run; a listed case that passes does.")] = None,
+    write_baseline: Annotated[Path | None, typer.Option("--write-baseline",
+                                                        help="Write the failing case ids here.")] = None,
+    speed: Annotated[float, typer.Option(help="Replay timing up to the cut: 1 = as recorded, 0 = at once.")] = 1.0,
+    concurrency: Annotated[int, typer.Option(help="Cases run at once.")] = 16,
+    tolerance_ms: Annotated[int, typer.Option(help="Truncate vs playback estimate before it is noted.")] = 250,
+    window_ms: Annotated[int, typer.Option(help="Watch the client until this long without a frame.")] = 300,
+    list_only: Annotated[bool, typer.Option("--list", help="List the cases and exit.")] = False,
+) -> None:
+    """Barge in at every point of the recorded responses and judge what the client sends."""
+    from replay import reports
+    from replay.clients.base import MissingDependency
+    from replay.clients.command import CommandClient
+    from replay.clients.registry import UnknownClient, get_client
+    from replay.corpus import conformance_corpus
+    from replay.cuts import CutError, build_cases, select
+    from replay.runner import RunOptions
+
+    with clear_errors():
+        if speed < 0 or concurrency < 1 or tolerance_ms < 0 or window_ms < 1:
+            raise ValueError("--speed, --tolerance-ms must be >= 0; --concurrency, --window-ms >= 1")
+        loaded = [(path, load(path)) for path in map(resolve_cassette, cassette)] if cassette else conformance_corpus()
+        try:
+            cases = select(build_cases(loaded, all_cuts=all_cuts, cuts=cut or ()), case or ())
+        except CutError as exc:
+            fail(str(exc))
+        if not cases:
+            fail(f"no case matches {' '.join(case or [])!r}" if case else "the cassettes hold no response to cut")
+        known = reports.load_baseline(baseline) if baseline else None
+    if list_only:
+        for c in cases:
+            console.print(f"{c.id:<12} {c.cassette_name:<40} {c.cut:<48} {c.title}", highlight=False)
+        return
+    demo = not client and not cmd
+    clients: list[Client] = []
+    try:
+        if cmd:
+            clients.append(CommandClient(cmd))
+        for name in (["reference-naive", "reference-fixed"] if demo else client or []):
+            clients.append(get_client(name))
+        for checked in clients:
+            checked.version()  # a driver whose library is missing says so here, before any case runs
+    except UnknownClient as exc:
+        fail(str(exc))
+    except MissingDependency as exc:
+        fail(f"the client's library is not installed: {exc}")
+    if demo:
+        console.print("No client named: checking the two reference clients. reference-naive has the pre-fix "
+                      "logic (it should FAIL before the first audio delta); reference-fixed has livekit/agents "
+                      "PR #6249 (it should pass). The exit code is reference-fixed's. Pass --client or --cmd to "
+                      "check yours.\n", highlight=False)
+    options = RunOptions(speed=speed, concurrency=concurrency, tolerance_ms=tolerance_ms, quiet=window_ms / 1000)
+    exit_code = 0
+    for checked in clients:
+        report = _run_with_progress(checked, cases, options)
+        console.print(reports.console_table(report))
+        console.print(reports.summary_line(report), highlight=False)
+        many = len(clients) > 1
+        with clear_errors():
+            if json_out:
+                reports.write_json(report, _report_path(json_out, checked.name, many))
+            if junit:
+                reports.write_junit(report, _report_path(junit, checked.name, many), strict=strict)
+            if html:
+                reports.write_html(report, _report_path(html, checked.name, many))
+            if logs:
+                reports.write_logs(report, logs / checked.name if many else logs)
+            if write_baseline:
+                reports.write_baseline(report, _report_path(write_baseline, checked.name, many), strict=strict)
+        gate = reports.gate(report, strict=strict, baseline=known)
+        console.print(gate.message, highlight=False)
+        if not demo or checked.name == "reference-fixed":
+            exit_code = max(exit_code, gate.exit_code)
+    raise typer.Exit(exit_code)
+
+
+def _run_with_progress(client: Client, cases: list[Case], options: RunOptions) -> RunReport:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from replay.runner import run_cases
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=err, transient=True) as progress:
+        task = progress.add_task(client.name, total=len(cases))
+        return asyncio.run(run_cases(cases, client, options, lambda _: progress.advance(task)))
 
 
 @app.command()

@@ -117,8 +117,8 @@ class Cassette:
 
     def to_data(self) -> dict[str, Any]:
         return {
+            "metadata": self.metadata,  # first, so `head` shows origin, source and license
             "interactions": [i.to_interaction() if isinstance(i, WebSocketSession) else i for i in self.interactions],
-            "metadata": self.metadata,
             "version": 1,
         }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replay.cassette import CassetteError
+from replay.cassette import Cassette, CassetteError, load
 
 _HERE = Path(__file__).resolve().parent
 
@@ -32,3 +32,16 @@ def resolve_cassette(name: str | Path) -> Path:
                 return candidate
     names = ", ".join(p.stem for p in bundled()) or "none"
     raise CassetteError(f"{name}: no such file, and no bundled cassette of that name (bundled: {names})")
+
+
+def conformance_corpus() -> list[tuple[Path, Cassette]]:
+    """The default `check` corpus: the synthesized cassettes, whose audio has its real length.
+
+    The imported captures are replayable and linted, but their audio was cut to 32 bytes per
+    delta at the source, so a mid-audio cut would judge against milliseconds that never existed.
+    """
+    loaded = [(path, load(path)) for path in bundled()]
+    chosen = [(path, cassette) for path, cassette in loaded if cassette.metadata.get("origin") == "synthesized"]
+    if not chosen:
+        raise CassetteError(f"no synthesized cassette in {bundled_dir()}: the conformance corpus is missing")
+    return chosen

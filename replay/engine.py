@@ -45,6 +45,7 @@ class Part:
     text: str = ""
     done: bool = False
     truncated: bool = False
+    deltas: int = 0
 
 
 @dataclass
@@ -72,6 +73,29 @@ class Response:
     raw: dict[str, Any]
     out_of_band: bool
     items: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the server holds of the latest response at one instant: the input of a verdict."""
+
+    response_id: str | None
+    response_active: bool
+    modalities: tuple[str, ...]
+    item_id: str | None  # the latest output item of that response
+    item_type: str | None
+    item_held: bool
+    part_types: tuple[str, ...]
+    audio_deltas: int
+    produced_ms: int
+    interrupt_response: bool
+
+    @property
+    def audio(self) -> bool:
+        """Whether the item is (or will be) audio: its parts say so, else the response's modalities."""
+        if self.part_types:
+            return "audio" in self.part_types
+        return self.item_type in (None, "message") and "audio" in self.modalities
 
 
 @dataclass
@@ -176,6 +200,7 @@ class Conversation:
         )
         self.items: dict[str, Item] = {}  # insertion order == conversation order
         self.response: Response | None = None
+        self.last_response: Response | None = None
         self.responses_seen = 0
         self.input_buffer_bytes = 0  # appended since the last commit
         self.input_audio_ms = 0.0  # appended over the whole session (VAD's clock)
@@ -612,6 +637,26 @@ class Conversation:
             events += self.cancel_tail("turn_detected")
         return events
 
+    def snapshot(self) -> Snapshot:
+        response = self.last_response
+        item = self.items.get(response.items[-1]) if response is not None and response.items else None
+        raw = response.raw if response is not None else {}
+        modalities = raw.get("output_modalities") or raw.get("modalities") or (
+            self.session.get("output_modalities") or self.session.get("modalities") or ["audio"])
+        turn = self.turn_detection
+        return Snapshot(
+            response_id=response.id if response is not None else None,
+            response_active=response is not None and response is self.response,
+            modalities=tuple(modalities) if isinstance(modalities, list) else ("audio",),
+            item_id=item.id if item is not None else None,
+            item_type=item.type if item is not None else None,
+            item_held=item is not None and item.held,
+            part_types=tuple(part.type for part in item.parts) if item is not None else (),
+            audio_deltas=item.parts[0].deltas if item is not None and item.parts else 0,
+            produced_ms=(self.produced_ms(item) or 0) if item is not None else 0,
+            interrupt_response=bool(turn is not None and turn.get("interrupt_response", True)),
+        )
+
     def item_object(self, item: Item, status: str | None = None) -> dict[str, Any]:
         obj: dict[str, Any] = {"id": item.id, "type": item.type, "status": status or item.status}
         if item.type == "message":
@@ -766,7 +811,7 @@ class Conversation:
         if not out_of_band and self.response is not None and not self.response.out_of_band:
             self.notes.append(f"response.created {raw.get('id')} while {self.response.id} was still active")
         self._requested = None
-        self.response = Response(raw.get("id", ""), raw, out_of_band)
+        self.response = self.last_response = Response(raw.get("id", ""), raw, out_of_band)
         self.responses_seen += 1
         return event
 
@@ -814,7 +859,9 @@ class Conversation:
 
     def _on_audio_delta(self, event: Event) -> Event:
         delta = event["delta"]
-        self._part(event).audio_bytes += p.b64_decoded_len(delta) if isinstance(delta, str) else 0
+        part = self._part(event)
+        part.audio_bytes += p.b64_decoded_len(delta) if isinstance(delta, str) else 0
+        part.deltas += 1
         self.assistant_audio = True
         return event
 

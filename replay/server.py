@@ -28,7 +28,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from replay.cassette import Cassette, Frame, WebSocketSession, expand_audio
-from replay.engine import Conversation, Event
+from replay.engine import Conversation, Event, Snapshot
 from replay.protocol import Dialect, IdFactory
 from replay.rules import RuleBook
 from replay.scheduler import DEFAULT_IGNORE, ReplayScheduler
@@ -109,6 +109,7 @@ class LiveSession:
     close_reason: str | None = None
     failure: str | None = None  # strict-mode mismatch, or why the server gave up
     prepared: PreparedSession | None = None
+    engine_snapshot: Snapshot | None = None  # what the server held when the user barged in
 
 
 SessionHook = Callable[[LiveSession], Awaitable[None] | None]
@@ -186,6 +187,8 @@ class ReplayServer:
                 await self._http(reader, writer, head)
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
             pass
+        except asyncio.CancelledError:
+            pass  # close() cancels live connections; asyncio's stream callback must not see it re-raised
         finally:
             self._tasks.discard(task)
             writer.close()
@@ -475,6 +478,7 @@ class _Connection:
     def _barge_in(self, cut: Cut) -> None:
         session = self.session
         session.cut_at = self.now()
+        session.engine_snapshot = session.engine.snapshot()
         session.log.mark(session.cut_at, f"cut {cut.label}: the user starts speaking", cut=True)
         for event in session.engine.barge_in():
             self._send_event(event, "barge-in")
@@ -497,11 +501,8 @@ class _Connection:
                     self._on_frame(frame.opcode, bytes(frame.data), frame.fin)
             _flush(protocol, self.writer)
             await self._drain()
-            if not data or protocol.state is State.CLOSED:
-                if protocol.close_expected():
-                    with contextlib.suppress(Exception):
-                        self.writer.write_eof()
-                return
+            if not data or protocol.state is State.CLOSED or protocol.close_expected():
+                return  # the server closes TCP once the closing handshake is done (RFC 6455 §7.1.1)
 
     async def _read_until_closed(self) -> None:
         with contextlib.suppress(asyncio.TimeoutError):

@@ -1,0 +1,56 @@
+"""Client names on the command line → client objects: the plug-in point for drivers.
+
+Built-in names map to modules that are imported only when chosen (a driver's library may be
+absent). Third-party drivers register under the entry-point group ``rtreplay.clients``, or are
+named directly as ``package.module:ATTRIBUTE``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import entry_points
+from typing import cast
+
+from replay.clients.base import Client
+
+BUILTIN: dict[str, str] = {
+    "reference-naive": "replay.clients.reference:NAIVE",
+    "reference-fixed": "replay.clients.reference:FIXED",
+    "openai": "replay.clients.openai_sdk:CLIENT",
+    "livekit": "replay.clients.livekit:CLIENT",
+    "livekit-pr6249": "replay.clients.livekit:CLIENT_PR6249",
+    "openai-agents": "replay.clients.openai_agents:CLIENT",
+    "openai-agents-interrupt": "replay.clients.openai_agents:CLIENT_EXPLICIT",
+    "pipecat": "replay.clients.pipecat:CLIENT",
+    "pipecat-interruption-frame": "replay.clients.pipecat:CLIENT_FRAME",
+}
+
+
+class UnknownClient(ValueError):
+    pass
+
+
+def names() -> list[str]:
+    return [*BUILTIN, *(ep.name for ep in entry_points(group="rtreplay.clients"))]
+
+
+def get_client(name: str) -> Client:
+    """Resolve a name; raises UnknownClient, or MissingDependency when the driver's library is absent."""
+    spec = BUILTIN.get(name)
+    if spec is None:
+        for ep in entry_points(group="rtreplay.clients"):
+            if ep.name == name:
+                return cast(Client, ep.load())
+        if ":" not in name:
+            raise UnknownClient(f"unknown client {name!r}; choose one of: {', '.join(names())}, "
+                                "or name a driver as package.module:ATTRIBUTE")
+        spec = name
+    module_name, _, attribute = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        raise UnknownClient(f"client {name!r}: cannot import {module_name} ({exc})") from None
+    try:
+        return cast(Client, getattr(module, attribute))
+    except AttributeError:
+        raise UnknownClient(f"client {name!r}: {module_name} has no {attribute}") from None

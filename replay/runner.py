@@ -1,0 +1,198 @@
+"""The conformance runner: one replay server per case, one client per case, a verdict per case.
+
+An asyncio shell: the decisions are the cut (:mod:`replay.cuts`), the server's answers
+(:mod:`replay.engine`) and the verdict (:mod:`replay.verdicts`). Cases are independent, each on
+its own free port, so they run concurrently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from replay import __version__
+from replay.cassette import Cassette, load
+from replay.clients.base import Client, ClientOutcome, Target
+from replay.cuts import Case
+from replay.rules import RuleBook
+from replay.server import Cut, LiveSession, ReplayServer, ServerOptions
+from replay.verdicts import FAILED, NON_STRICT, Verdict, judge
+
+DUMMY_KEY = "sk-rtreplay-dummy-key"
+
+
+@dataclass
+class RunOptions:
+    speed: float = 1.0  # recorded timing, so a player has really played what it says
+    quiet: float = 0.3  # the watch window closes after this long without a client frame
+    max_window: float = 3.0
+    case_timeout: float = 30.0  # connect + replay to the cut + window
+    tolerance_ms: int = 250  # truncate vs playback estimate before it is worth a note
+    concurrency: int = 16
+    rules: RuleBook = field(default_factory=RuleBook)
+
+
+@dataclass
+class CaseResult:
+    case: Case
+    client: str
+    verdict: Verdict
+    duration: float
+    log: list[dict[str, Any]]
+    outcome: ClientOutcome
+    divergences: list[str] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict.verdict != FAILED
+
+
+@dataclass
+class RunReport:
+    client: str
+    client_version: str | None
+    started_at: str
+    duration: float
+    results: list[CaseResult]
+    tool_version: str = __version__
+
+    def counts(self) -> dict[str, int]:
+        counts = {"OK": 0, "NON-STRICT": 0, "INFORMATIONAL": 0, "FAILED": 0}
+        for result in self.results:
+            counts[result.verdict.verdict] += 1
+        return counts
+
+    def failed(self, *, strict: bool = False) -> list[CaseResult]:
+        bad = {FAILED, NON_STRICT} if strict else {FAILED}
+        return [r for r in self.results if r.verdict.verdict in bad]
+
+
+class CassetteCache:
+    """Cases share cassettes; each is parsed once per run."""
+
+    def __init__(self) -> None:
+        self._loaded: dict[Path, Cassette] = {}
+
+    def get(self, path: Path) -> Cassette:
+        if path not in self._loaded:
+            self._loaded[path] = load(path)
+        return self._loaded[path]
+
+
+async def run_case(case: Case, client: Client, options: RunOptions, cassettes: CassetteCache) -> CaseResult:
+    started = time.perf_counter()
+    cassette = cassettes.get(case.cassette)
+    session = cassette.sessions[case.session_index]
+    server = ReplayServer(
+        cassette,
+        ServerOptions(speed=options.speed, session_index=case.session_index, rules=options.rules, seed=case.id),
+        cut=Cut(case.stop_after, case.cut, quiet=options.quiet, max_window=options.max_window),
+    )
+    async with server:
+        model = session.model or "gpt-realtime"
+        target = Target(
+            ws_url=server.ws_url(model), http_base_url=server.http_base_url, api_key=DUMMY_KEY, model=model,
+            dialect=session.dialect, case_id=case.id, cassette=str(case.cassette), session_index=case.session_index,
+            client_script=tuple(f.event for f in session.frames if f.source == "client" and f.event is not None
+                                and f.type != "input_audio_buffer.append"),
+        )
+        stop = asyncio.Event()
+        client_task = asyncio.create_task(_guarded(client, target, stop))
+        watcher = asyncio.create_task(_window_closed(server))
+        done, _ = await asyncio.wait({client_task, watcher}, timeout=options.case_timeout,
+                                     return_when=asyncio.FIRST_COMPLETED)
+        timed_out = not done
+        stop.set()
+        watcher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+        try:
+            outcome = await asyncio.wait_for(client_task, 10.0)
+        except TimeoutError:
+            outcome = ClientOutcome(crashed="the client did not stop within 10 s of being asked to")
+    live = _judged_session(server.sessions)
+    log = _case_log(case, client, live, outcome)
+    if live is None:
+        why = outcome.crashed or "the client never connected"
+        verdict = Verdict(FAILED, f"no session: {why}")
+    else:
+        closed_early = live.cut_at is not None and not any(e.get("mark") == "window closed" for e in live.log.entries)
+        verdict = judge(live.engine_snapshot or case.snapshot, live.log.entries, tolerance_ms=options.tolerance_ms,
+                        client_closed_early=closed_early)
+        if verdict.verdict != FAILED and live.failure:
+            verdict = Verdict(FAILED, live.failure, verdict.errors, verdict.actions, verdict.estimate_ms)
+        if live.cut_at is None:
+            waiting = live.scheduler.pending_gate if live.scheduler else None
+            hint = f"; the replay was waiting for a client {waiting.type}" if waiting is not None else ""
+            crash = f"; the client failed: {outcome.crashed.splitlines()[-1]}" if outcome.crashed else ""
+            verdict = Verdict(FAILED, f"the replay never reached the cut{' (timed out)' if timed_out else ''}"
+                              f"{hint}{crash}")
+    divergences = [d.describe() for d in live.scheduler.divergences] if live and live.scheduler else []
+    return CaseResult(case, client.name, verdict, time.perf_counter() - started, log, outcome, divergences)
+
+
+async def _guarded(client: Client, target: Target, stop: asyncio.Event) -> ClientOutcome:
+    """A client that raises still yields an outcome: its traceback is evidence, not a crash of ours."""
+    try:
+        return await client.run(target, stop)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        return ClientOutcome(crashed=traceback.format_exc(limit=8))
+
+
+async def _window_closed(server: ReplayServer) -> None:
+    """Returns once a session's watch window has closed, or every connection ended short of the cut."""
+    while True:
+        reached = next((s for s in server.sessions if s.cut_at is not None or s.failure), None)
+        if reached is not None:
+            await reached.window_closed.wait()
+            return
+        if server.sessions and all(s.closed.is_set() for s in server.sessions):
+            await asyncio.sleep(0.2)  # a reconnecting client gets a moment
+            if all(s.closed.is_set() for s in server.sessions):
+                return
+            continue
+        await asyncio.sleep(0.01)
+
+
+def _judged_session(sessions: Sequence[LiveSession]) -> LiveSession | None:
+    """The connection that reached the cut (a reconnecting client may open several)."""
+    return next((s for s in sessions if s.cut_at is not None), sessions[0] if sessions else None)
+
+
+def _case_log(case: Case, client: Client, live: LiveSession | None, outcome: ClientOutcome) -> list[dict[str, Any]]:
+    head = {"mark": "case", "case": case.id, "title": case.title, "client": client.name,
+            "cassette": case.cassette_name, "session": case.session_index, "cut": case.cut}
+    tail: dict[str, Any] = {"mark": "client", "exit_code": outcome.exit_code, "notes": outcome.notes}
+    if outcome.output:
+        tail["output"] = outcome.output[-8000:]
+    if outcome.crashed:
+        tail["crashed"] = outcome.crashed
+    return [head, *(live.log.entries if live else []), tail]
+
+
+async def run_cases(cases: Sequence[Case], client: Client, options: RunOptions | None = None,
+                    progress: Callable[[CaseResult], None] | None = None) -> RunReport:
+    options = options or RunOptions()
+    cassettes = CassetteCache()
+    gate = asyncio.Semaphore(max(1, options.concurrency))
+    started = time.perf_counter()
+    started_at = datetime.now(UTC).isoformat(timespec="seconds")
+
+    async def one(case: Case) -> CaseResult:
+        async with gate:
+            result = await run_case(case, client, options, cassettes)
+        if progress is not None:
+            progress(result)
+        return result
+
+    results = await asyncio.gather(*(one(case) for case in cases))
+    return RunReport(client.name, client.version(), started_at, time.perf_counter() - started, list(results))
