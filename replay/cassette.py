@@ -137,6 +137,8 @@ def write_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes 0600; a cassette or report is an ordinary file (or keeps the mode it had).
+        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -281,7 +283,10 @@ def compact_audio(event: dict[str, Any]) -> dict[str, Any]:
     payload = event.get(key) if key else None
     if not isinstance(payload, str) or key is None:
         return event
-    data = base64.b64decode(payload)
+    try:
+        data = base64.b64decode(payload, validate=True)
+    except ValueError:
+        return event  # not base64: keep it as found rather than record a size that is not true
     return {**event, key: {"$audio": {"bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}}}
 
 

@@ -11,6 +11,7 @@ precedence of the reference's §11; the answer comes back as events the caller m
 from __future__ import annotations
 
 import base64
+import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -198,6 +199,7 @@ class Conversation:
         self.session: dict[str, Any] = p.default_session(
             dialect, session_id=self.ids("sess"), model=model, created_at=created_at
         )
+        self.conversation_id = self.ids("conv")
         self.items: dict[str, Item] = {}  # insertion order == conversation order
         self.response: Response | None = None
         self.last_response: Response | None = None
@@ -245,6 +247,10 @@ class Conversation:
             return Received(event, handler(event))
         except Refusal as refusal:
             return self._refuse(event, refusal.rule, echo, **refusal.fields)
+        except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
+            # State the recording left malformed: answer as the real server does when it trips.
+            self.notes.append(f"{etype}: server error while answering ({type(exc).__name__}: {exc})")
+            return self._refuse(event, "S1", echo)
 
     def _refuse(self, event: Event | None, rule: str, echo: str | None = None, **fields: Any) -> Received:
         error = self.rules.error(rule, event_id=echo, server_event_id=self.ids("event"), **fields)
@@ -283,7 +289,7 @@ class Conversation:
             self._validate_ga_session(update)
         else:
             self._validate_beta_session(update)
-        merged = _merge(self.session, update)
+        merged = _merge(self.session, copy.deepcopy(update))  # never alias the client's own event
         if self.dialect == "ga":
             transcription = merged.get("audio", {}).get("input", {}).get("transcription")
             if isinstance(transcription, dict):
@@ -567,7 +573,7 @@ class Conversation:
         obj: dict[str, Any] = {"object": "realtime.response", "id": response_id, "status": status,
                                "status_details": details, "output": output}
         if self.dialect == "ga":
-            obj["conversation_id"] = None if params.get("conversation") == "none" else "conv_" + self.session["id"][5:]
+            obj["conversation_id"] = None if params.get("conversation") == "none" else self.conversation_id
             obj["output_modalities"] = params.get("output_modalities", self.session.get("output_modalities"))
             obj["max_output_tokens"] = params.get("max_output_tokens", self.session.get("max_output_tokens", "inf"))
             obj["audio"] = {"output": {k: v for k, v in self.session.get("audio", {}).get("output", {}).items()
@@ -860,7 +866,10 @@ class Conversation:
     def _on_audio_delta(self, event: Event) -> Event:
         delta = event["delta"]
         part = self._part(event)
-        part.audio_bytes += p.b64_decoded_len(delta) if isinstance(delta, str) else 0
+        if isinstance(delta, str):
+            part.audio_bytes += p.b64_decoded_len(delta)
+        elif isinstance(delta, dict) and isinstance(delta.get("$audio"), dict):  # compacted, straight from a cassette
+            part.audio_bytes += int(delta["$audio"].get("bytes", 0))
         part.deltas += 1
         self.assistant_audio = True
         return event

@@ -321,5 +321,5 @@ def test_unverified_messages_are_overridable_verified_ones_are_not(tmp_path) -> 
         RuleBook({"T1": "nope"})
     bad = tmp_path / "rules.json"
     bad.write_text("{not json")
-    with pytest.raises(RuleConfigError, match="rules.json: not JSON"):
+    with pytest.raises(RuleConfigError, match=r"rules\.json: not JSON"):
         RuleBook.from_file(bad)
