@@ -243,6 +243,32 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions) -
         return asyncio.run(run_cases(cases, client, options, lambda _: progress.advance(task)))
 
 
+@app.command("import")
+def import_(
+    trace: Annotated[Path, typer.Argument(help="A JSON Lines event log or a pydantic-ai websocket cassette.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The cassette to write.")],
+    source: Annotated[str | None, typer.Option(help="Where the trace came from (repo/path@commit).")] = None,
+    license_: Annotated[str | None, typer.Option("--license", help="The trace's license.")] = None,
+    compact: Annotated[bool, typer.Option("--compact/--full-audio",
+                                          help="Store audio payloads as size + digest.")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing cassette.")] = False,
+) -> None:
+    """Convert an existing trace into a cassette (origin: imported)."""
+    from replay.importer import ImportFailed, import_trace
+
+    if output.exists() and not force:
+        fail(f"{output} exists; pass --force to replace it")
+    try:
+        cassette = import_trace(trace, source=source, license=license_, compact=compact)
+    except ImportFailed as exc:
+        fail(str(exc))
+    with clear_errors():
+        cassette.save(output)
+    frames = sum(len(s.frames) for s in cassette.sessions)
+    console.print(f"wrote {output}: {len(cassette.sessions)} session(s), {frames} frames, "
+                  f"license {cassette.metadata.get('license')}", highlight=False)
+
+
 @app.command()
 def lint(
     cassettes: Annotated[list[str], typer.Argument(help="Cassette files or bundled names.")],

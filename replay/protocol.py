@@ -103,14 +103,21 @@ def oxford_list(values: tuple[str, ...] | list[str]) -> str:
 _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 
 
+_BYTE_TO_BASE62 = bytes(ord(_BASE62[i % 62]) for i in range(256))
+
+
 class IdFactory:
-    """Server ids in the real shape (`prefix_` + 21 base62 chars), reproducible from a seed."""
+    """Server ids in the real shape (`prefix_` + 21 base62 chars), reproducible from a seed.
+
+    Minted for every event the engine answers with, so it is built for speed: 21 random bytes
+    mapped through a table (the slight bias of 256 mod 62 does not matter for ids).
+    """
 
     def __init__(self, seed: int | str = 0) -> None:
         self._random = random.Random(seed)
 
     def __call__(self, prefix: str) -> str:
-        return prefix + "_" + "".join(self._random.choices(_BASE62, k=21))
+        return prefix + "_" + self._random.randbytes(21).translate(_BYTE_TO_BASE62).decode("ascii")
 
 
 DEFAULT_INSTRUCTIONS = (

@@ -1,0 +1,94 @@
+"""Replay throughput: rtreplay's server vs raw `websockets` sending the same pre-serialized frames.
+
+Both serve one recorded audio response (60 s of pcm16 in 100 ms deltas, ~4 MB of JSON) to the
+same client on 127.0.0.1, with permessage-deflate negotiated the same way. Timed from the
+client's `response.create` to its last frame; best and median of several alternating rounds.
+The baseline does no validation, no state and no scheduling, so the ratio is the price of being a
+faithful server (target >= 0.7x).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from websockets.asyncio.client import connect
+from websockets.asyncio.server import ServerConnection, serve
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from replay.cassette import Cassette, Frame, WebSocketSession  # noqa: E402
+from replay.server import ReplayServer, ServerOptions  # noqa: E402
+
+SECONDS = 60
+ROUNDS = 7
+AUDIO = base64.b64encode(bytes(4800)).decode()
+
+
+def recording() -> WebSocketSession:
+    frames = [Frame(0.0, "server", {"type": "session.created", "event_id": "event_0",
+                                    "session": {"type": "realtime", "object": "realtime.session"}}),
+              Frame(0.1, "client", {"type": "response.create"})]
+    for i in range(SECONDS * 10):
+        frames.append(Frame(0.5 + i * 0.04, "server", {
+            "type": "response.output_audio.delta", "event_id": f"event_{i + 1}", "response_id": "resp_1",
+            "item_id": "item_a", "output_index": 0, "content_index": 0, "delta": AUDIO}))
+    frames.append(Frame(25.0, "server", {"type": "response.done", "event_id": "event_done",
+                                         "response": {"id": "resp_1", "status": "completed"}}))
+    return WebSocketSession("wss://api.openai.com/v1/realtime?model=gpt-realtime", "ga", frames)
+
+
+async def client_round(url: str) -> tuple[float, int]:
+    async with connect(url, additional_headers={"Authorization": "Bearer sk-bench"}, max_size=None) as ws:
+        await ws.recv()
+        start = time.perf_counter()
+        await ws.send(json.dumps({"type": "response.create"}))
+        received = 0
+        while True:
+            message = await ws.recv()
+            received += len(message)
+            if '"response.done"' in message[:40]:
+                return time.perf_counter() - start, received
+
+
+async def main() -> None:
+    session = recording()
+    wire = [json.dumps(f.event, separators=(",", ":")) for f in session.frames if f.source == "server"]
+
+    async def raw_handler(ws: ServerConnection) -> None:
+        await ws.send(wire[0])
+        await ws.recv()
+        for text in wire[1:]:
+            await ws.send(text)
+        await ws.wait_closed()
+
+    ours = ReplayServer(Cassette({}, [session]), ServerOptions(speed=0))
+    await ours.start()
+    async with serve(raw_handler, "127.0.0.1", 0, max_size=None) as raw:
+        raw_port = raw.sockets[0].getsockname()[1]
+        raw_url = f"ws://127.0.0.1:{raw_port}/v1/realtime?model=gpt-realtime"
+        times: dict[str, list[float]] = {"rtreplay": [], "raw websockets": []}
+        size = 0
+        for _ in range(ROUNDS):
+            for name, url in (("rtreplay", ours.ws_url()), ("raw websockets", raw_url)):
+                elapsed, size = await client_round(url)
+                times[name].append(elapsed)
+    await ours.close()
+    mb = size / 1e6
+    print(f"replay of one recorded audio response: {len(wire)} frames, {mb:.1f} MB, {SECONDS} s of audio, "
+          f"{ROUNDS} rounds each")
+    for name, samples in times.items():
+        print(f"  {name:<15} best {min(samples) * 1000:7.1f} ms  median {statistics.median(samples) * 1000:7.1f} ms"
+              f"  = {mb / statistics.median(samples):6.1f} MB/s, {len(wire) / statistics.median(samples):8.0f} "
+              "frames/s")
+    ratio = statistics.median(times["raw websockets"]) / statistics.median(times["rtreplay"])
+    print(f"  throughput ratio rtreplay / raw websockets: {ratio:.2f}x (target >= 0.7x)")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
