@@ -170,7 +170,7 @@ def _judged_session(sessions: Sequence[LiveSession]) -> LiveSession | None:
 
 def _case_log(case: Case, client: Client, live: LiveSession | None, outcome: ClientOutcome) -> list[dict[str, Any]]:
     head = {"mark": "case", "case": case.id, "title": case.title, "client": client.name,
-            "cassette": case.cassette_name, "session": case.session_index, "cut": case.cut}
+            "cassette": case.cassette_name, "session": case.session_index, "cut_label": case.cut}
     tail: dict[str, Any] = {"mark": "client", "exit_code": outcome.exit_code, "notes": outcome.notes}
     if outcome.output:
         tail["output"] = outcome.output[-8000:]
