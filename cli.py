@@ -127,9 +127,9 @@ def show(
         console.print(f"HTTP {request['method']} {request['uri']} → {response['status']['code']}")
 
 
-def _report_path(path: Path | None, client: str, many: bool) -> Path | None:
+def _report_path(path: Path, client: str, many: bool) -> Path:
     """One client: the path as given; several: the client's name before the suffix."""
-    if path is None or not many:
+    if not many:
         return path
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client)
     return path.with_name(f"{path.stem}.{safe}{path.suffix}")
@@ -187,7 +187,7 @@ def check(
         known = reports.load_baseline(baseline) if baseline else None
     if list_only:
         for c in cases:
-            console.print(f"{c.id:<12} {c.cassette_name:<40} {c.cut:<48} {c.title}", highlight=False)
+            typer.echo(f"{c.id:<12} {c.cassette_name:<30} {c.cut:<40} {c.title}")
         return
     demo = not client and not cmd
     clients: list[Client] = []

@@ -35,13 +35,19 @@ def resolve_cassette(name: str | Path) -> Path:
 
 
 def conformance_corpus() -> list[tuple[Path, Cassette]]:
-    """The default `check` corpus: the synthesized cassettes, whose audio has its real length.
-
-    The imported captures are replayable and linted, but their audio was cut to 32 bytes per
-    delta at the source, so a mid-audio cut would judge against milliseconds that never existed.
-    """
-    loaded = [(path, load(path)) for path in bundled()]
-    chosen = [(path, cassette) for path, cassette in loaded if cassette.metadata.get("origin") == "synthesized"]
-    if not chosen:
-        raise CassetteError(f"no synthesized cassette in {bundled_dir()}: the conformance corpus is missing")
-    return chosen
+    """The default `check` corpus, in the order of `conformance.txt` (append-only, so ids stay put)."""
+    manifest = bundled_dir() / "conformance.txt"
+    try:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise CassetteError(f"{manifest}: cannot read the conformance corpus list: {exc.strerror}") from None
+    names = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    if not names:
+        raise CassetteError(f"{manifest}: lists no cassette")
+    corpus = []
+    for name in names:
+        path = bundled_dir() / f"{name}.yaml"
+        if not path.exists():
+            raise CassetteError(f"{manifest}: lists {name}, but {path.name} is not bundled")
+        corpus.append((path, load(path)))
+    return corpus

@@ -127,7 +127,8 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
         verdict = judge(live.engine_snapshot or case.snapshot, live.log.entries, tolerance_ms=options.tolerance_ms,
                         client_closed_early=closed_early)
         if verdict.verdict != FAILED and live.failure:
-            verdict = Verdict(FAILED, live.failure, verdict.errors, verdict.actions, verdict.estimate_ms)
+            verdict = Verdict(FAILED, live.failure, verdict.errors, verdict.actions, verdict.estimate_ms,
+                              verdict.details)
         if live.cut_at is None:
             waiting = live.scheduler.pending_gate if live.scheduler else None
             hint = f"; the replay was waiting for a client {waiting.type}" if waiting is not None else ""

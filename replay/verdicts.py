@@ -56,8 +56,9 @@ def judge(snapshot: Snapshot, entries: Sequence[dict[str, Any]], *, tolerance_ms
     if cut_at is None:
         return Verdict(FAILED, "the replay never reached the cut (the client did not drive the recorded session "
                                "that far)")
-    errors = [i for i, e in enumerate(entries) if e.get("dir") == "server" and e.get("event", {}).get("type") ==
-              "error"]
+    # Errors the recording itself holds were caused by the recorded client, not by this one.
+    errors = [i for i, e in enumerate(entries) if e.get("dir") == "server" and e.get("origin") != "recorded"
+              and e.get("event", {}).get("type") == "error"]
     after = [e["event"] for e in entries[cut_at:] if e.get("dir") == "client" and "event" in e]
     actions = tuple(_action(e) for e in after if e.get("type") != "input_audio_buffer.append")
     estimate = _estimate(snapshot, entries, cut_at)
@@ -72,6 +73,9 @@ def judge(snapshot: Snapshot, entries: Sequence[dict[str, Any]], *, tolerance_ms
     truncates = [e for e in after if e.get("type") == "conversation.item.truncate" and e.get("item_id") == item]
     deletes = [e for e in after if e.get("type") == "conversation.item.delete" and e.get("item_id") == item]
     verdict, reason = _decide(snapshot, truncates, deletes, estimate, tolerance_ms)
+    elsewhere = [a for a in actions if a.startswith(("truncate ", "delete ")) and item not in a.split()]
+    if elsewhere:
+        reason += f" (it also sent: {', '.join(elsewhere)})"
     return Verdict(verdict, reason + closed, (), actions, estimate, details)
 
 

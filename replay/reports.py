@@ -1,0 +1,508 @@
+"""Reports of a conformance run: the terminal table, JSON, JUnit XML, a self-contained HTML page,
+per-case wire logs, and the baseline gate that decides a CI run's exit code.
+
+Everything here is a pure view of a :class:`~replay.runner.RunReport`; the files are written
+atomically so a CI job killed mid-write never uploads half a report.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from itertools import groupby
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+from rich.text import Text
+
+from replay.cassette import AUDIO_FIELD, write_atomic
+from replay.protocol import format_bytes_per_ms
+from replay.render import audio_bytes, summarize
+from replay.runner import CaseResult, RunReport
+from replay.verdicts import FAILED, INFORMATIONAL, NON_STRICT, OK, ORDER
+from replay.wirelog import WireLog
+
+COLORS = {OK: "green", INFORMATIONAL: "blue", NON_STRICT: "yellow", FAILED: "red"}
+_CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
+# Characters XML 1.0 cannot carry at all (ANSI escapes in a client's traceback, say).
+_NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _client_label(report: RunReport) -> str:
+    return f"{report.client} {report.client_version}" if report.client_version else report.client
+
+
+# ---------------------------------------------------------------------------- terminal
+
+
+def console_table(report: RunReport) -> Table:
+    """One row per case; every cell is a `Text` so brackets in a reason are never read as rich markup."""
+    table = Table(title=Text(f"{_client_label(report)} — rtreplay {report.tool_version}", style="bold"),
+                  caption=Text(f"started {report.started_at}"), show_lines=False)
+    table.add_column("case", no_wrap=True)
+    table.add_column("title")
+    table.add_column("cassette/cut", overflow="fold")
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("reason", overflow="fold")
+    for result in report.results:
+        case, verdict = result.case, result.verdict.verdict
+        table.add_row(Text(case.id), Text(case.title), Text(f"{case.cassette_name}\n{case.cut}"),
+                      Text(verdict, style=f"bold {COLORS.get(verdict, '')}"), Text(result.verdict.reason))
+    return table
+
+
+def summary_line(report: RunReport) -> str:
+    """One line for a CI log, every verdict counted even at zero so runs compare at a glance."""
+    counts = report.counts()
+    total = len(report.results)
+    tally = ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in ORDER)
+    return f"{_client_label(report)}: {total} case{'' if total == 1 else 's'} — {tally} in {report.duration:.1f} s"
+
+
+# ---------------------------------------------------------------------------- JSON and logs
+
+
+def _case_json(result: CaseResult, *, include_logs: bool = False) -> dict[str, Any]:
+    """A case as plain JSON values; the wire log only on request, as it is most of a report's size."""
+    case, verdict, outcome = result.case, result.verdict, result.outcome
+    out: dict[str, Any] = {
+        "id": case.id,
+        "title": case.title,
+        "area": case.area,
+        "scenario": case.scenario,
+        "cassette": case.cassette_name,
+        "cassette_path": str(case.cassette),
+        "session": case.session_index,
+        "cut": case.cut,
+        "verdict": verdict.verdict,
+        "reason": verdict.reason,
+        "errors": list(verdict.errors),
+        "actions": list(verdict.actions),
+        "estimate_ms": verdict.estimate_ms,
+        "details": dict(verdict.details),
+        "divergences": list(result.divergences),
+        "duration": round(result.duration, 3),
+        "exit_code": outcome.exit_code,
+        "notes": list(outcome.notes),
+        "crashed": outcome.crashed,
+    }
+    if include_logs:
+        out["wire_log"] = result.log
+    return out
+
+
+def to_json(report: RunReport, *, include_logs: bool = False) -> dict[str, Any]:
+    """The whole run as JSON values, for tools that compare runs or render their own views."""
+    return {
+        "client": report.client,
+        "client_version": report.client_version,
+        "tool_version": report.tool_version,
+        "started_at": report.started_at,
+        "duration": round(report.duration, 3),
+        "counts": report.counts(),
+        "cases": [_case_json(result, include_logs=include_logs) for result in report.results],
+    }
+
+
+def write_json(report: RunReport, path: str | Path, *, include_logs: bool = False) -> None:
+    write_atomic(Path(path), json.dumps(to_json(report, include_logs=include_logs), indent=2,
+                                        ensure_ascii=False) + "\n")
+
+
+def write_logs(report: RunReport, directory: str | Path) -> list[Path]:
+    """``<id>.jsonl`` per case, the format `WireLog` writes, so a log reads the same from either."""
+    written = []
+    for result in report.results:
+        path = Path(directory) / f"{result.case.id}.jsonl"
+        WireLog(result.log).save(path)
+        written.append(path)
+    return written
+
+
+# ---------------------------------------------------------------------------- JUnit XML
+
+
+def _xml_text(text: str) -> str:
+    """Make text XML 1.0 can hold: a control character becomes a visible ``\\xNN``."""
+    return _NOT_XML.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+def _failure_text(result: CaseResult) -> str:
+    """What a CI reviewer needs without opening the HTML: the server's errors, divergences, the client's actions."""
+    verdict = result.verdict
+    parts = [f"{verdict.verdict}: {verdict.reason}",
+             f"cassette {result.case.cassette_name} session {result.case.session_index}, cut {result.case.cut}"]
+    if verdict.errors:
+        parts.append("server error frame(s):\n" + "\n".join(json.dumps(e, indent=2, ensure_ascii=False)
+                                                             for e in verdict.errors))
+    if result.divergences:
+        parts.append("divergences from the recording:\n" + "\n".join(f"- {d}" for d in result.divergences))
+    parts.append(_client_text(result))
+    return "\n\n".join(parts)
+
+
+def _client_text(result: CaseResult) -> str:
+    """The client's side of a case: what it sent after the cut, the playback estimate, its own notes."""
+    actions = result.verdict.actions
+    lines = ["client actions after the cut:", *(f"- {a}" for a in actions or ["(nothing)"])]
+    if result.verdict.estimate_ms is not None:
+        lines.append(f"playback estimate at the cut: {result.verdict.estimate_ms} ms")
+    lines += [f"client note: {note}" for note in result.outcome.notes]
+    return "\n".join(lines)
+
+
+def _out_text(result: CaseResult) -> str:
+    verdict = result.verdict
+    return (f"{verdict.verdict}: {verdict.reason}\ncut {result.case.cut} of {result.case.cassette_name}\n"
+            + _client_text(result))
+
+
+def _err_text(result: CaseResult) -> str:
+    outcome = result.outcome
+    parts = []
+    if outcome.crashed:
+        parts.append(f"the client crashed:\n{outcome.crashed}")
+    if outcome.output:
+        parts.append(f"client output (last 8000 characters):\n{outcome.output[-8000:]}")
+    return "\n\n".join(parts)
+
+
+def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) -> ET.Element:
+    element = ET.SubElement(parent, tag, {k: _xml_text(v) for k, v in attrs.items()})
+    if text is not None:
+        element.text = _xml_text(text)
+    return element
+
+
+def write_junit(report: RunReport, path: str | Path, *, strict: bool = False) -> None:
+    """One suite, one testcase per case; NON-STRICT is a failure only when ``strict`` (as the gate counts it)."""
+    failing = {id(r) for r in report.failed(strict=strict)}
+    suite_name = f"rtreplay {report.client}"
+    total, failures, time = str(len(report.results)), str(len(failing)), f"{report.duration:.3f}"
+    root = ET.Element("testsuites", {"name": suite_name, "tests": total, "failures": failures, "errors": "0",
+                                     "time": time})
+    suite = _sub(root, "testsuite", name=suite_name, tests=total, failures=failures, errors="0", skipped="0",
+                 time=time, timestamp=report.started_at, hostname="localhost")
+    properties = _sub(suite, "properties")
+    for name, value in (("client", report.client), ("client_version", report.client_version or "unknown"),
+                        ("rtreplay_version", report.tool_version), ("strict", str(strict).lower())):
+        _sub(properties, "property", name=name, value=value)
+    package = report.client.replace(".", "_")  # CI tools split classnames on dots into packages
+    for result in report.results:
+        case = result.case
+        testcase = _sub(suite, "testcase", classname=f"rtreplay.{package}.{case.area}", name=f"{case.id} {case.title}",
+                        time=f"{result.duration:.3f}")
+        if id(result) in failing:
+            codes = [str(e["error"]["code"]) for e in result.verdict.errors
+                     if isinstance(e.get("error"), dict) and e["error"].get("code")]
+            kind = codes[0] if codes else "rtreplay" if result.verdict.verdict == FAILED else NON_STRICT
+            _sub(testcase, "failure", _failure_text(result), message=result.verdict.reason, type=kind)
+        else:
+            _sub(testcase, "system-out", _out_text(result))
+        if err := _err_text(result):
+            _sub(testcase, "system-err", err)
+    ET.indent(root)
+    write_atomic(Path(path), ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
+
+
+# ---------------------------------------------------------------------------- HTML
+
+_CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1200px;
+color:#1f2328;padding:0 1rem}
+h1{font-size:1.4rem;margin:0 0 .3rem}
+.meta{color:#59636e;margin:0 0 .8rem}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;vertical-align:top;padding:.25rem .5rem;border-bottom:1px solid #e5e7eb}
+th{background:#f6f8fa;position:sticky;top:0}
+.badge{display:inline-block;padding:.05rem .5rem;border-radius:1rem;font-weight:600;font-size:.85em;
+white-space:nowrap}
+.v-OK{background:#dafbe1;color:#116329}
+.v-INFORMATIONAL{background:#ddf4ff;color:#0550ae}
+.v-NON-STRICT{background:#fff8c5;color:#7d4e00}
+.v-FAILED{background:#ffebe9;color:#a40e26}
+.counts .badge{margin-right:.4rem;font-size:1em}
+a{color:#0969da;text-decoration:none}
+details{border:1px solid #d1d9e0;border-radius:6px;margin:.6rem 0;padding:.3rem .7rem}
+details[open]{padding-bottom:.7rem}
+summary{cursor:pointer;font-weight:600}
+summary .badge{margin-right:.4rem}
+dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;margin:.6rem 0}
+dt{color:#59636e}
+dd{margin:0}
+pre{background:#f6f8fa;padding:.5rem;overflow-x:auto;white-space:pre-wrap;margin:.2rem 0;font-size:12px}
+.wire{font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;margin-top:.5rem}
+.wire td{border-bottom:1px solid #f0f2f4;padding:.1rem .45rem}
+.wire td.t{text-align:right;color:#59636e;white-space:nowrap}
+.wire td.dir{white-space:nowrap;font-weight:700}
+.wire tr.client td.dir{color:#0969da}
+.wire tr.server td.dir{color:#1a7f37}
+.wire tr.mark td{color:#59636e;font-style:italic}
+.wire tr.cut td{background:#fff1e5;border-top:3px solid #bc4c00;border-bottom:3px solid #bc4c00;color:#953800;
+font-weight:700;font-style:normal}
+.wire tr.after-cut.client td{background:#fff8c5}
+.wire tr.error td{background:#ffebe9;color:#a40e26}
+.wire .origin{color:#8c959f;font-size:.9em}
+"""
+
+_ARROWS = {"client": ("→", "client → server"), "server": ("←", "server → client")}
+
+
+@dataclass
+class _Row:
+    t: str
+    direction: str
+    kind: str
+    fields: str
+    classes: str
+
+
+def _esc(value: object) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _badge(verdict: str) -> str:
+    return f'<span class="badge v-{_esc(verdict)}">{_esc(verdict)}</span>'
+
+
+def _audio_rates(session: dict[str, Any]) -> tuple[int, int]:
+    """(input, output) bytes per ms announced by a GA or beta session object."""
+    audio = session.get("audio")
+    if isinstance(audio, dict):
+        return (format_bytes_per_ms((audio.get("input") or {}).get("format")),
+                format_bytes_per_ms((audio.get("output") or {}).get("format")))
+    return (format_bytes_per_ms(session.get("input_audio_format")),
+            format_bytes_per_ms(session.get("output_audio_format")))
+
+
+def _runs(entries: Iterable[dict[str, Any]]) -> Iterator[tuple[list[dict[str, Any]], bool]]:
+    """The timeline's entries, each with whether it follows the cut; a run of audio frames the same way
+    (before or after the cut) comes as one group, so 50 microphone appends do not bury the cut."""
+    flat: list[tuple[int, dict[str, Any], bool]] = []
+    after_cut = False
+    for index, entry in enumerate(entries):
+        if entry.get("mark") in ("case", "client"):
+            continue  # the case header and the client's outcome are shown above the timeline
+        after_cut = after_cut or bool(entry.get("cut"))
+        flat.append((index, entry, after_cut))
+
+    def run_key(item: tuple[int, dict[str, Any], bool]) -> tuple[object, ...]:
+        index, entry, after = item
+        etype = (entry.get("event") or {}).get("type")
+        return (entry.get("dir"), etype, after) if etype in AUDIO_FIELD else (index,)
+
+    for _, group in groupby(flat, key=run_key):
+        items = list(group)
+        yield [entry for _, entry, _ in items], items[0][2]
+
+
+def _timeline(entries: Iterable[dict[str, Any]]) -> Iterator[_Row]:
+    """Rows of the wire log: time, direction, event type, the fields a reader scans for."""
+    rates = {"client": 48, "server": 48}  # bytes per ms, from the session's announced audio formats
+    for run, after in _runs(entries):
+        entry = run[0]
+        t = f"{entry.get('t', 0):.3f}" + (f"–{run[-1].get('t', 0):.3f}" if len(run) > 1 else "")
+        if "mark" in entry:
+            cut = bool(entry.get("cut"))
+            yield _Row(t, "✂" if cut else "·", "CUT" if cut else "mark", _esc(entry["mark"]), "cut" if cut else "mark")
+            continue
+        direction = str(entry.get("dir"))
+        event = entry.get("event")
+        classes = [direction, *(["after-cut"] if after else [])]
+        if isinstance(event, dict):
+            kind = str(event.get("type"))
+            if direction == "server" and kind in ("session.created", "session.updated"):
+                rates["client"], rates["server"] = _audio_rates(event.get("session") or {})
+            if kind == "error":
+                classes.append("error")
+            per_ms = rates.get(direction, 48)
+            if len(run) > 1:
+                size = sum(audio_bytes(e["event"]) or 0 for e in run)
+                fields = _esc(f"×{len(run)} frames: audio {size / per_ms:.0f} ms ({size} B)")
+            else:
+                fields = _esc(summarize(event, per_ms))
+        else:
+            kind = "(binary)" if "binary_bytes" in entry else "(text)"
+            fields = _esc(f"{entry['binary_bytes']} bytes" if "binary_bytes" in entry else repr(entry.get("text")))
+        notes = [f"refused: rule {entry['rule']}" if entry.get("rule") else "",
+                 f"divergence: {entry['divergence']}" if entry.get("divergence") else ""]
+        fields += "".join(f" <strong>{_esc(note)}</strong>" for note in notes if note)
+        if entry.get("origin") not in (None, "recorded"):
+            fields += f' <span class="origin">[{_esc(entry["origin"])}]</span>'
+        arrow, title = _ARROWS.get(direction, ("?", direction))
+        yield _Row(t, f'<span title="{_esc(title)}">{arrow}</span>', _esc(kind), fields, " ".join(classes))
+
+
+def _case_section(result: CaseResult) -> str:
+    case, verdict, outcome = result.case, result.verdict, result.outcome
+    facts: list[tuple[str, str]] = [
+        ("verdict", f"{_badge(verdict.verdict)} {_esc(verdict.reason)}"),
+        ("cassette", _esc(f"{case.cassette_name} (session {case.session_index})")),
+        ("cut", _esc(case.cut)),
+        ("area", _esc(f"{case.area} · {case.scenario}")),
+        ("actions", "<br>".join(_esc(a) for a in verdict.actions) or "(nothing after the cut)"),
+    ]
+    if verdict.estimate_ms is not None:
+        facts.append(("playback estimate", _esc(f"{verdict.estimate_ms} ms")))
+    if verdict.details:
+        facts.append(("server state", _esc(", ".join(f"{k}={v}" for k, v in verdict.details.items()))))
+    if result.divergences:
+        facts.append(("divergences", "<br>".join(_esc(d) for d in result.divergences)))
+    if verdict.errors:
+        facts.append(("server errors", "".join(f"<pre>{_esc(json.dumps(e, indent=2, ensure_ascii=False))}</pre>"
+                                               for e in verdict.errors)))
+    if outcome.exit_code is not None:
+        facts.append(("exit code", _esc(outcome.exit_code)))
+    if outcome.notes:
+        facts.append(("client notes", "<br>".join(_esc(n) for n in outcome.notes)))
+    if outcome.crashed:
+        facts.append(("client crashed", f"<pre>{_esc(outcome.crashed)}</pre>"))
+    if outcome.output:
+        facts.append(("client output", f"<pre>{_esc(outcome.output[-8000:])}</pre>"))
+    facts.append(("duration", _esc(f"{result.duration:.2f} s")))
+    rows = "\n".join(f'<tr class="{_esc(r.classes)}"><td class="t">{r.t}</td><td class="dir">{r.direction}</td>'
+                     f"<td>{r.kind}</td><td>{r.fields}</td></tr>" for r in _timeline(result.log))
+    return (f'<details id="case-{_esc(case.id)}"><summary>{_badge(verdict.verdict)}{_esc(case.id)} — '
+            f"{_esc(case.title)}</summary>\n<dl>"
+            + "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
+            + '</dl>\n<table class="wire"><thead><tr><th>t (s)</th><th></th><th>event</th><th>fields</th></tr>'
+            f"</thead><tbody>\n{rows}\n</tbody></table></details>")
+
+
+def render_html(report: RunReport) -> str:
+    """One page with no external assets, so it can be attached to a CI run and opened offline."""
+    counts = report.counts()
+    label = _client_label(report)
+    index = "\n".join(
+        f'<tr><td><a href="#case-{_esc(r.case.id)}">{_esc(r.case.id)}</a></td><td>{_esc(r.case.title)}</td>'
+        f"<td>{_esc(r.case.cassette_name)}<br><small>{_esc(r.case.cut)}</small></td>"
+        f"<td>{_badge(r.verdict.verdict)}</td><td>{_esc(r.verdict.reason)}</td></tr>"
+        for r in report.results)
+    sections = "\n".join(_case_section(r) for r in report.results)
+    return f"""<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>rtreplay — {_esc(label)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+<h1>rtreplay conformance: {_esc(label)}</h1>
+<p class="meta">rtreplay {_esc(report.tool_version)} · started {_esc(report.started_at)} ·
+{len(report.results)} cases in {report.duration:.1f} s</p>
+<p class="counts">{"".join(f'<span class="badge v-{_esc(v)}">{counts.get(v, 0)} {_esc(v)}</span>' for v in ORDER)}</p>
+<table class="cases">
+<thead><tr><th>case</th><th>title</th><th>cassette / cut</th><th>verdict</th><th>reason</th></tr></thead>
+<tbody>
+{index}
+</tbody>
+</table>
+<h2>Cases</h2>
+<p class="meta">Each case's wire log: → the client sent, ← the server sent; the ✂ row is the barge-in, and the
+client's frames after it are highlighted.</p>
+{sections}
+</body>
+</html>
+"""
+
+
+def write_html(report: RunReport, path: str | Path) -> None:
+    write_atomic(Path(path), render_html(report))
+
+
+# ---------------------------------------------------------------------------- baseline and gate
+
+
+@dataclass
+class Gate:
+    """The run's exit code and why: new failures fail it, and so does a baseline that lists passing cases."""
+
+    exit_code: int
+    new_failures: list[str]
+    known_failures: list[str]
+    stale: list[str]
+    message: str
+
+
+def _failing_ids(report: RunReport, *, strict: bool) -> list[str]:
+    return list(dict.fromkeys(r.case.id for r in report.failed(strict=strict)))
+
+
+def load_baseline(path: str | Path) -> set[str]:
+    """Known failing case ids from JSON (``{"failing": [...]}``) or text (one id per line, ``#`` comments)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such baseline file") from None
+    except IsADirectoryError:
+        raise ValueError(f"{path}: is a directory, not a baseline file") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{path}: not a text file (a baseline is JSON or one case id per line)") from None
+    except OSError as exc:
+        raise ValueError(f"{path}: cannot read the baseline: {exc.strerror or exc}") from None
+    if text.lstrip().startswith(("{", "[")):
+        return _json_baseline(text, path)
+    ids: set[str] = set()
+    for number, line in enumerate(text.splitlines(), 1):
+        token = line.split("#", 1)[0].strip()
+        if not token:
+            continue
+        if not _CASE_ID.match(token):
+            raise ValueError(f"{path}, line {number}: {token!r} is not a case id (a text baseline has one id "
+                             "such as RT-INT-3 per line, # starts a comment)")
+        ids.add(token)
+    return ids
+
+
+def _json_baseline(text: str, path: Path) -> set[str]:
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path}: not valid JSON (line {exc.lineno}, column {exc.colno}): {exc.msg}") from None
+    failing = data.get("failing") if isinstance(data, dict) else None
+    if not isinstance(failing, list):
+        raise ValueError(f'{path}: a JSON baseline is an object with a "failing" list of case ids, '
+                         'e.g. {"client": "reference-fixed", "failing": ["RT-INT-3"]}')
+    bad = [value for value in failing if not isinstance(value, str) or not _CASE_ID.match(value)]
+    if bad:
+        raise ValueError(f'{path}: "failing" holds something that is not a case id: {bad[0]!r}')
+    return set(failing)
+
+
+def write_baseline(report: RunReport, path: str | Path, *, strict: bool = False) -> None:
+    """The currently failing ids, in case order, so the file diffs cleanly between runs."""
+    data = {"client": report.client, "strict": strict, "failing": _failing_ids(report, strict=strict)}
+    write_atomic(Path(path), json.dumps(data, indent=2) + "\n")
+
+
+def gate(report: RunReport, *, strict: bool = False, baseline: set[str] | None = None) -> Gate:
+    """Exit 1 on a failure the baseline does not list, or on a listed case of this run that now passes."""
+    failing = _failing_ids(report, strict=strict)
+    known_set = baseline or set()
+    new = [i for i in failing if i not in known_set]
+    known = [i for i in failing if i in known_set]
+    stale = list(dict.fromkeys(r.case.id for r in report.results if r.case.id in known_set and r.case.id not in
+                               failing))
+    counted = "FAILED or NON-STRICT" if strict else "FAILED"
+    lines = []
+    if new:
+        lines.append(f"{len(new)} new failure(s) ({counted}): {', '.join(new)}")
+    if stale:
+        lines.append(f"stale baseline: {', '.join(stale)} now pass(es); remove them from the baseline")
+    if known:
+        lines.append(f"{len(known)} known failure(s) listed in the baseline: {', '.join(known)}")
+    if not failing:
+        lines.append(f"none of {len(report.results)} case(s) {counted}")
+    non_strict = report.counts().get(NON_STRICT, 0)
+    if non_strict and not strict:
+        lines.append(f"{non_strict} NON-STRICT case(s) do not fail the run (strict mode would fail them)")
+    exit_code = 1 if new or stale else 0
+    message = ("FAIL: " if exit_code else "PASS: ") + "; ".join(lines)
+    return Gate(exit_code, new, known, stale, message)
