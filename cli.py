@@ -287,7 +287,7 @@ def lint(
 
             findings += [f"{loaded.name}: [secret] {hit}" for hit in find_secrets(loaded)]
         for finding in findings:
-            console.print(finding, highlight=False)
+            console.print(finding, highlight=False, markup=False)
         total += len(findings)
         if not findings:
             console.print(f"[green]ok[/] {loaded.name}", highlight=False)
