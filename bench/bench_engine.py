@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from replay.cassette import Cassette, Frame, WebSocketSession, expand_audio, load  # noqa: E402
-from replay.engine import Conversation  # noqa: E402
-from replay.protocol import IdFactory  # noqa: E402
+from replay.cassette import Cassette, Frame, WebSocketSession, expand_audio, load
+from replay.engine import Conversation
+from replay.protocol import IdFactory
 
 ROOT = Path(__file__).resolve().parents[1]
 AUDIO_100MS = base64.b64encode(bytes(4800)).decode()

@@ -22,8 +22,8 @@ from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from replay.cassette import Cassette, Frame, WebSocketSession  # noqa: E402
-from replay.server import ReplayServer, ServerOptions  # noqa: E402
+from replay.cassette import Cassette, Frame, WebSocketSession
+from replay.server import ReplayServer, ServerOptions
 
 SECONDS = 60
 ROUNDS = 7
