@@ -243,6 +243,43 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions) -
         return asyncio.run(run_cases(cases, client, options, lambda _: progress.advance(task)))
 
 
+@app.command()
+def record(
+    output: Annotated[Path, typer.Option("-o", "--output", help="The cassette to write.")],
+    upstream: Annotated[str, typer.Option(help="The real API (or any Realtime server).")] = "wss://api.openai.com",
+    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1; 0 picks a free one.")] = 8766,
+    record_mode: Annotated[str, typer.Option("--record-mode", help="once (refuse an existing file), "
+                                             "new_episodes (append), all (replace the interactions), rewrite "
+                                             "(a fresh file), none (refuse to record).")] = "once",
+    audio: Annotated[str, typer.Option(help="compact: store audio as size + digest; full: keep it.")] = "compact",
+    scrub_env: Annotated[list[str] | None, typer.Option("--scrub-env", help="Also scrub the value of this "
+                                                        "environment variable wherever it appears.")] = None,
+) -> None:
+    """Record real sessions through a local proxy; Ctrl-C writes the cassette (secrets scrubbed)."""
+    from replay.recorder import RecordingProxy, run_until_signalled
+
+    if audio not in ("compact", "full"):
+        fail("--audio must be 'compact' or 'full'")
+    with clear_errors():
+        proxy = RecordingProxy(output, upstream=upstream, port=port, record_mode=record_mode,
+                               audio="full" if audio == "full" else "compact", scrub_env=scrub_env or ())
+
+    def ready(p: RecordingProxy) -> None:
+        console.print(f"[bold]rtreplay[/] recording to [cyan]{output}[/] through {upstream}")
+        console.print(f"  WebSocket: {p.ws_url('gpt-realtime')}")
+        console.print(f"  export OPENAI_BASE_URL={p.http_base_url}")
+        console.print("  Ctrl-C to stop and write the cassette.")
+
+    with clear_errors():
+        result = asyncio.run(run_until_signalled(proxy, ready))
+    if result.path is None:
+        fail("nothing was recorded; no file written" + (f" ({'; '.join(result.problems)})" if result.problems
+                                                           else ""), code=1)
+    state = "complete" if result.complete else "incomplete: " + "; ".join(result.problems)
+    console.print(f"wrote {result.path}: {result.sessions} session(s), {result.http} HTTP call(s), {state}",
+                  highlight=False, soft_wrap=True)
+
+
 @app.command("import")
 def import_(
     trace: Annotated[Path, typer.Argument(help="A JSON Lines event log or a pydantic-ai websocket cassette.")],
@@ -287,7 +324,7 @@ def lint(
 
             findings += [f"{loaded.name}: [secret] {hit}" for hit in find_secrets(loaded)]
         for finding in findings:
-            console.print(finding, highlight=False, markup=False)
+            console.print(finding, highlight=False, markup=False, soft_wrap=True)
         total += len(findings)
         if not findings:
             console.print(f"[green]ok[/] {loaded.name}", highlight=False)

@@ -258,7 +258,7 @@ class ReplayServer:
         if self._prepared:
             chosen = self.options.session_index if self.options.session_index is not None else index
             prepared = self._prepared[chosen % len(self._prepared)]
-        dialect: Dialect = "beta" if _wants_beta(request.headers) else "ga"
+        dialect: Dialect = "beta" if wants_beta(request.headers) else "ga"
         models = query.get("model") or query.get("deployment")
         model = models[0] if models else None
         seed = self.options.seed if self.options.seed is not None else time.time_ns() + index
@@ -301,7 +301,8 @@ def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Any:
     return None
 
 
-def _wants_beta(headers: Headers) -> bool:
+def wants_beta(headers: Headers) -> bool:
+    """The beta dialect: `OpenAI-Beta: realtime=v1` or the `openai-beta.realtime-v1` subprotocol."""
     if headers.get("OpenAI-Beta", "").replace(" ", "").lower() == "realtime=v1":
         return True
     return any("openai-beta.realtime-v1" in value for value in headers.get_all("Sec-WebSocket-Protocol"))
@@ -446,7 +447,9 @@ class _Connection:
                     await self._drain()
                 if scheduler.exhausted and not scheduler.cut_reached and self.recorded_close \
                         and self.recorded_close.get("by") == "server":
-                    self.protocol.send_close(self.recorded_close.get("code") or 1000,
+                    code = self.recorded_close.get("code") or 1000
+                    # 1005/1006/1015 describe a close that never had a frame: they cannot be sent.
+                    self.protocol.send_close(1000 if code in (1005, 1006, 1015) else code,
                                              self.recorded_close.get("reason") or "")
                     _flush(self.protocol, self.writer)
                     return

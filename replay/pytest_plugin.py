@@ -1,0 +1,321 @@
+"""pytest integration: a replay server per test, record modes, and the conformance corpus as tests.
+
+Registered through the ``pytest11`` entry point, so it loads in every pytest run of an environment
+that has rtreplay installed. Importing it therefore costs nothing beyond pytest itself (the replay
+machinery is imported inside the functions that use it), and nothing runs unless a test asks for
+``realtime_server`` or ``rtreplay_case``.
+
+- ``@pytest.mark.realtime_cassette(name_or_path, *, session=None, speed=0.0, strict=False)`` and the
+  ``realtime_server`` fixture: a `ReplayServer` for that cassette on a free port, on its own event
+  loop in a background thread, so a synchronous test can use a blocking client.
+- ``--record-mode`` (pytest-recording's option and choices; shared with it when it is installed)
+  and ``--realtime-upstream``: in a recording mode the fixture is a `RecordingProxy` instead.
+- ``rtreplay_case``: a test taking this argument runs once per case of the conformance corpus;
+  ``@pytest.mark.rtreplay_cases("RT-INT-*", cassette=...)`` narrows it. `run_conformance` runs one.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+import warnings
+from collections.abc import Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import pytest
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from replay.clients.base import Client
+    from replay.cuts import Case
+    from replay.runner import CaseResult, RunOptions
+    from replay.server import LiveSession
+
+RECORD_MODES = ("once", "new_episodes", "none", "all", "rewrite")  # pytest-recording's, in its order
+DEFAULT_UPSTREAM = "wss://api.openai.com"
+START_TIMEOUT = 10.0
+STOP_TIMEOUT = 20.0  # the proxy may wait up to 10 s for open upstream sessions to end
+
+T = TypeVar("T")
+_CASES = pytest.StashKey[dict[tuple[Path, ...] | None, list["Case"]]]()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("rtreplay", "rtreplay: replay recorded OpenAI Realtime sessions")
+    # Two plugins adding the same option abort every pytest run, so with pytest-recording installed
+    # its --record-mode (same name, dest and choices) is the one both read.
+    if importlib.util.find_spec("pytest_recording") is None:
+        group.addoption("--record-mode", action="store", dest="record_mode", default="none", choices=RECORD_MODES,
+                        help="Realtime cassettes: 'none' replays (default); 'once' records missing cassettes; "
+                             "new_episodes, all and rewrite record through a proxy to --realtime-upstream.")
+    group.addoption("--realtime-upstream", action="store", dest="realtime_upstream", default=DEFAULT_UPSTREAM,
+                    help=f"The Realtime API a recording proxies to (default {DEFAULT_UPSTREAM}).")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "realtime_cassette(name_or_path, *, session=None, speed=0.0, strict=False): "
+                                       "the cassette the realtime_server fixture replays (or records)")
+    config.addinivalue_line("markers", "rtreplay_cases(*patterns, cassette=None): narrow the rtreplay_case "
+                                       "parametrization to case ids matching a glob, or sweep other cassettes")
+
+
+# ---------------------------------------------------------------------------- the server fixture
+
+
+class _BackgroundLoop:
+    """An asyncio loop on a daemon thread, so a synchronous test can use a blocking client against it.
+
+    asyncio is imported where it is used: this module loads in every pytest run, most of which never
+    start a server.
+    """
+
+    def __init__(self) -> None:
+        import asyncio
+
+        self.loop: asyncio.AbstractEventLoop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._serve, name="rtreplay-server", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        import asyncio
+
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            pending = asyncio.all_tasks(self.loop)
+            for task in pending:
+                task.cancel()
+            self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+            self.loop.close()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
+        import asyncio
+
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def stop(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(STOP_TIMEOUT)
+
+
+@dataclass
+class RealtimeServer:
+    """What ``realtime_server`` yields: where to point the client and, when replaying, what it sent."""
+
+    ws_url: str  # ws://127.0.0.1:PORT/v1/realtime?model=MODEL
+    http_base_url: str  # http://127.0.0.1:PORT/v1 (OPENAI_BASE_URL)
+    port: int
+    model: str
+    cassette: Path
+    mode: str  # "replay", or the record mode of a recording proxy
+    sessions: list[LiveSession]  # one per connection, replay only: `sessions[0].log.client_events()`
+    _loop: _BackgroundLoop = field(repr=False)
+
+    def wait_closed(self, timeout: float = 5.0) -> None:
+        """Block until every connection made so far has closed, so the wire logs are complete."""
+        import asyncio
+
+        sessions = list(self.sessions)
+
+        async def closed() -> None:
+            await asyncio.gather(*(session.closed.wait() for session in sessions))
+
+        try:
+            self._loop.run(closed(), timeout)
+        except TimeoutError:
+            still = sum(not s.closed.is_set() for s in sessions)
+            raise TimeoutError(f"{still} realtime connection(s) still open after {timeout} s") from None
+
+
+@dataclass(frozen=True)
+class _CassetteMark:
+    name: str | Path
+    session: int | None
+    speed: float
+    strict: bool
+
+
+def _cassette_mark(name_or_path: str | Path, *, session: int | None = None, speed: float = 0.0,
+                   strict: bool = False) -> _CassetteMark:
+    """The marker's signature, so a misspelt argument is a clear error rather than silently ignored."""
+    return _CassetteMark(name_or_path, session, speed, strict)
+
+
+def _record_target(name: str | Path, test_dir: Path) -> Path:
+    """Where a recording goes: beside the test (never into the bundled cassettes), ``.yaml`` by default."""
+    path = Path(name)
+    if not path.suffix:
+        path = path.with_suffix(".yaml")
+    return path if path.is_absolute() else test_dir / path
+
+
+def _locate(name: str | Path, test_dir: Path) -> Path | None:
+    """An existing cassette: beside the test first, then as the CLI finds one (a path, or a bundled name)."""
+    from replay.cassette import CassetteError
+    from replay.corpus import resolve_cassette
+
+    for candidate in (test_dir / name, _record_target(name, test_dir)):
+        if candidate.is_file():
+            return candidate
+    try:
+        return resolve_cassette(name)
+    except CassetteError:
+        return None
+
+
+@pytest.fixture
+def realtime_server(request: pytest.FixtureRequest) -> Iterator[RealtimeServer]:
+    """A replay server (or, in a recording mode, a recording proxy) for the test's ``realtime_cassette``."""
+    marker = request.node.get_closest_marker("realtime_cassette")
+    if marker is None:
+        pytest.fail("realtime_server needs a cassette: mark the test with "
+                    "@pytest.mark.realtime_cassette('name_or_path.yaml')", pytrace=False)
+    try:
+        mark = _cassette_mark(*marker.args, **marker.kwargs)
+    except TypeError as exc:
+        pytest.fail(f"@pytest.mark.realtime_cassette(name_or_path, *, session=None, speed=0.0, strict=False): "
+                    f"{exc}", pytrace=False)
+    if mark.speed < 0:
+        pytest.fail(f"realtime_cassette speed={mark.speed}: must be >= 0 (0 replays at once)", pytrace=False)
+    mode = request.config.getoption("record_mode", default="none")
+    test_dir = request.path.parent
+    found = _locate(mark.name, test_dir)
+    loop = _BackgroundLoop()
+    try:
+        if mode == "none" or (mode == "once" and found is not None):
+            if found is None:
+                pytest.fail(f"realtime_cassette {str(mark.name)!r}: no such cassette beside {request.path.name} "
+                            "nor bundled; record it with --record-mode=once", pytrace=False)
+            handle, close = _replay(found, mark, loop)
+        else:
+            handle, close = _record(_record_target(mark.name, test_dir), mode,
+                                    request.config.getoption("realtime_upstream"), loop)
+        try:
+            yield handle
+        finally:
+            problems = loop.run(close(), STOP_TIMEOUT)
+    finally:
+        loop.stop()
+    if problems:  # warned here, on the test's thread, so pytest files it under this test
+        warnings.warn(f"rtreplay recording {handle.cassette}: {'; '.join(problems)}", stacklevel=1)
+
+
+def _replay(path: Path, mark: _CassetteMark,
+            loop: _BackgroundLoop) -> tuple[RealtimeServer, Callable[[], Coroutine[Any, Any, list[str]]]]:
+    """A replay server for the cassette, and how to stop it (a replay reports no problems)."""
+    from replay.cassette import CassetteError, load
+    from replay.server import ReplayServer, ServerOptions
+
+    try:
+        cassette = load(path)
+    except CassetteError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    if mark.session is not None and not 0 <= mark.session < len(cassette.sessions):
+        pytest.fail(f"realtime_cassette session={mark.session}: {path.name} has {len(cassette.sessions)} "
+                    "WebSocket session(s)", pytrace=False)
+    options = ServerOptions(speed=mark.speed, strict=mark.strict, session_index=mark.session)
+
+    async def start() -> ReplayServer:
+        return await ReplayServer(cassette, options, host="127.0.0.1", port=0).start()
+
+    server = loop.run(start(), START_TIMEOUT)
+
+    async def close() -> list[str]:
+        await server.close()
+        return []
+
+    chosen = cassette.sessions[mark.session or 0] if cassette.sessions else None
+    model = (chosen.model if chosen else None) or server.model
+    handle = RealtimeServer(server.ws_url(model), server.http_base_url, server.port, model, path, "replay",
+                            server.sessions, loop)
+    return handle, close
+
+
+def _record(target: Path, mode: str, upstream: str,
+            loop: _BackgroundLoop) -> tuple[RealtimeServer, Callable[[], Coroutine[Any, Any, list[str]]]]:
+    """A recording proxy writing ``target``, and how to stop it: closing writes the cassette and lists gaps."""
+    from replay.recorder import RecordingProxy
+
+    try:
+        proxy = RecordingProxy(target, upstream=upstream, host="127.0.0.1", port=0, record_mode=mode)
+        loop.run(proxy.start(), START_TIMEOUT)
+    except ValueError as exc:  # RecorderError: a record mode that forbids this file, an unusable path
+        pytest.fail(str(exc), pytrace=False)
+
+    async def close() -> list[str]:
+        return (await proxy.close()).problems
+
+    model = "gpt-realtime"
+    handle = RealtimeServer(proxy.ws_url(model), proxy.http_base_url, proxy.port, model, target, mode, [], loop)
+    return handle, close
+
+
+# ---------------------------------------------------------------------------- conformance as tests
+
+
+def _corpus(config: pytest.Config, cassettes: tuple[Path, ...] | None) -> list[Case]:
+    """Cases of the default conformance corpus (or of the given cassettes), built once per session."""
+    from replay.cassette import load
+    from replay.corpus import conformance_corpus
+    from replay.cuts import build_cases
+
+    cache = config.stash.setdefault(_CASES, {})
+    if cassettes not in cache:
+        loaded = [(path, load(path)) for path in cassettes] if cassettes is not None else conformance_corpus()
+        cache[cassettes] = build_cases(loaded)
+    return cache[cassettes]
+
+
+def _case_cassettes(names: str | Path | Sequence[str | Path] | None, test_dir: Path) -> tuple[Path, ...] | None:
+    """The cassettes ``rtreplay_cases(cassette=...)`` names; None means the default corpus."""
+    from replay.cassette import CassetteError
+
+    if names is None:
+        return None
+    paths = []
+    for name in [names] if isinstance(names, str | Path) else names:
+        if (path := _locate(name, test_dir)) is None:
+            raise CassetteError(f"rtreplay_cases cassette={str(name)!r}: no such cassette beside the test nor bundled")
+        paths.append(path)
+    return tuple(paths)
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "rtreplay_case" not in metafunc.fixturenames:
+        return
+    from replay.cassette import CassetteError
+    from replay.cuts import select
+
+    marker = metafunc.definition.get_closest_marker("rtreplay_cases")
+    patterns: Sequence[str] = marker.args if marker else ()
+    options = dict(marker.kwargs) if marker else {}
+    names = options.pop("cassette", None)
+    if options:
+        pytest.fail(f"@pytest.mark.rtreplay_cases(*patterns, cassette=None): unknown argument(s) "
+                    f"{', '.join(sorted(options))}", pytrace=False)
+    try:
+        cases = select(_corpus(metafunc.config, _case_cassettes(names, metafunc.definition.path.parent)), patterns)
+    except CassetteError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    metafunc.parametrize("rtreplay_case", cases, ids=[case.id for case in cases])
+
+
+def run_conformance(case: Case, client: Client | str, options: RunOptions | None = None) -> CaseResult:
+    """Run one case against a client, blocking (for a synchronous test); await `run_case` in an async one."""
+    import asyncio
+
+    from replay.clients.registry import get_client
+    from replay.runner import CassetteCache, RunOptions, run_case
+
+    chosen = get_client(client) if isinstance(client, str) else client
+    return asyncio.run(run_case(case, chosen, options or RunOptions(), CassetteCache()))
