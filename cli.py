@@ -167,7 +167,7 @@ def check(
 ) -> None:
     """Barge in at every point of the recorded responses and judge what the client sends."""
     from replay import reports
-    from replay.clients.base import MissingDependency
+    from replay.clients.base import MissingDependency, dialects_of
     from replay.clients.command import CommandClient
     from replay.clients.registry import UnknownClient, get_client
     from replay.corpus import conformance_corpus
@@ -210,7 +210,14 @@ def check(
     options = RunOptions(speed=speed, concurrency=concurrency, tolerance_ms=tolerance_ms, quiet=window_ms / 1000)
     exit_code = 0
     for checked in clients:
-        report = _run_with_progress(checked, cases, options)
+        spoken = dialects_of(checked)
+        own = [c for c in cases if c.dialect in spoken]
+        if len(own) < len(cases):
+            console.print(f"{checked.name} speaks {'/'.join(spoken)} only: {len(cases) - len(own)} case(s) "
+                          "recorded in another protocol generation are not run for it.", highlight=False)
+        if not own:
+            continue
+        report = _run_with_progress(checked, own, options)
         console.print(reports.console_table(report))
         console.print(reports.summary_line(report), highlight=False)
         many = len(clients) > 1

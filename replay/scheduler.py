@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,6 +47,12 @@ ACKS: dict[str, frozenset[str]] = {
 }
 
 _INDEX = re.compile(r"\[\d+\]")
+
+
+def _answered_item(event: dict[str, Any]) -> Any:
+    """The item a server event is about: `item.id`, or `item_id` (committed, truncated, ...)."""
+    item = event.get("item")
+    return item.get("id") if isinstance(item, dict) else event.get("item_id")
 
 
 @dataclass(frozen=True)
@@ -148,6 +154,7 @@ class ReplayScheduler:
         self._next = 1  # the next segment whose gate is awaited
         self._queue: deque[tuple[float, int]] = deque()
         self._dropped: set[int] = set()
+        self._claimed: set[int] = set()  # recorded answers already attributed to a client frame
         self._clients_seen = 0
         self._started = False
 
@@ -173,7 +180,7 @@ class ReplayScheduler:
             assert gate is not None
             frame = self.frames[gate]
             self._record(Divergence(index, "skipped", gate, frame.type))
-            self._drop_acks(self.segments[skipped], frame.type)
+            self._drop_acks(gate)
         segment = self.segments[target]
         self._next = target + 1
         assert segment.gate is not None
@@ -181,11 +188,14 @@ class ReplayScheduler:
         diff = diff_events(recorded.event, event, self.ignore)
         divergence = Divergence(index, "diff", segment.gate, recorded.type, tuple(diff)) if diff else None
         acked = etype in ACKS
-        if divergence is not None and acked:
-            self._drop_acks(segment, etype)
+        # An item the client names itself must come back under its own id: the engine answers.
+        own_id = etype == "conversation.item.create" and isinstance(event.get("item"), dict) \
+            and "id" in event["item"] and event["item"]["id"] != (recorded.event or {}).get("item", {}).get("id")
+        if acked and (divergence is not None or own_id):
+            self._drop_acks(segment.gate)
         self._open(segment, now, recorded.t)
         if divergence is None:
-            return Decision(scripted=True)
+            return Decision(scripted=not own_id)
         # A differing event whose answer is an acknowledgement gets the engine's answer; any other
         # (e.g. response.create with other metadata) still gets the recorded model output.
         return self._diverged(divergence, scripted=not acked)
@@ -208,11 +218,58 @@ class ReplayScheduler:
     def _record(self, divergence: Divergence) -> None:
         self.divergences.append(divergence)
 
-    def _drop_acks(self, segment: _Segment, client_type: str | None) -> None:
-        acks = ACKS.get(client_type or "", frozenset()) | {"error"}
-        for index in segment.frames:
-            if self.frames[index].type in acks:
-                self._dropped.add(index)
+    def _drop_acks(self, gate: int) -> None:
+        """Withhold the recorded answers to one recorded client frame, wherever the recording put them.
+
+        Answers can come after later client frames (a client sends item.create and response.create
+        back to back), so they are found by what they answer, not by position.
+        """
+        self._dropped.update(self._acks_of(gate))
+
+    def _acks_of(self, gate: int) -> list[int]:
+        event = self.frames[gate].event or {}
+        etype = event.get("type", "")
+        if etype not in ACKS:
+            return []
+        found: list[int] = []
+        if etype in ("conversation.item.create", "input_audio_buffer.commit"):
+            if etype == "input_audio_buffer.commit":
+                committed = self._first(gate, lambda e: e.get("type") == "input_audio_buffer.committed")
+                found += [committed] if committed is not None else []
+                item_id = (self.frames[committed].event or {}).get("item_id") if committed is not None else None
+                same = (lambda e: _answered_item(e) == item_id) if item_id else (lambda e: False)
+            else:
+                item = event.get("item") or {}
+                same = (lambda e: _answered_item(e) == item["id"]) if "id" in item else (
+                    lambda e: (e.get("item") or {}).get("type") == item.get("type")
+                    and (e.get("item") or {}).get("role") == item.get("role"))
+            added = self._first(gate, lambda e: e.get("type") in ("conversation.item.added",
+                                                                   "conversation.item.created") and same(e))
+            if added is not None:
+                answered = _answered_item(self.frames[added].event or {})
+                done = self._first(added, lambda e: e.get("type") == "conversation.item.done"
+                                   and _answered_item(e) == answered)
+                found += [added] + ([done] if done is not None else [])
+        else:
+            target = event.get("item_id")
+            answer = self._first(gate, lambda e: e.get("type") in ACKS[etype]
+                                 and (target is None or _answered_item(e) == target))
+            found += [answer] if answer is not None else []
+        if isinstance(event.get("event_id"), str):
+            error = self._first(gate, lambda e: e.get("type") == "error"
+                                and (e.get("error") or {}).get("event_id") == event["event_id"])
+            found += [error] if error is not None else []
+        self._claimed.update(found)
+        return found
+
+    def _first(self, after: int, matches: Callable[[dict[str, Any]], bool]) -> int | None:
+        """The first unclaimed recorded server frame after ``after`` that ``matches``."""
+        for index in range(after + 1, len(self.frames)):
+            frame = self.frames[index]
+            if frame.source == "server" and frame.event is not None and index not in self._claimed \
+                    and matches(frame.event):
+                return index
+        return None
 
     def _open(self, segment: _Segment, now: float, anchor_t: float) -> None:
         last = self._queue[-1][0] if self._queue else now

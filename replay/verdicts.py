@@ -65,6 +65,8 @@ def judge(snapshot: Snapshot, entries: Sequence[dict[str, Any]], *, tolerance_ms
     details = {"produced_ms": snapshot.produced_ms, "item_id": snapshot.item_id, "item_held": snapshot.item_held,
                "response_active": snapshot.response_active}
     closed = "; the client closed the connection during the window" if client_closed_early else ""
+    raced = [i for i in errors if _raced_cancel(snapshot, entries, i, cut_at)]
+    errors = [i for i in errors if i not in raced]
     if errors:
         reasons = "; ".join(_error_reason(entries, i) for i in errors)
         return Verdict(FAILED, reasons + closed, tuple(entries[i]["event"] for i in errors), actions, estimate,
@@ -76,7 +78,22 @@ def judge(snapshot: Snapshot, entries: Sequence[dict[str, Any]], *, tolerance_ms
     elsewhere = [a for a in actions if a.startswith(("truncate ", "delete ")) and item not in a.split()]
     if elsewhere:
         reason += f" (it also sent: {', '.join(elsewhere)})"
-    return Verdict(verdict, reason + closed, (), actions, estimate, details)
+    if raced:
+        verdict = worst([verdict, INFORMATIONAL])
+        reason += ("; its response.cancel raced the server's own cancel (interrupt_response is on) and was "
+                   "refused with response_cancel_not_active: harmless if ignored, and unnecessary")
+    return Verdict(verdict, reason + closed, tuple(entries[i]["event"] for i in raced), actions, estimate, details)
+
+
+def _raced_cancel(snapshot: Snapshot, entries: Sequence[dict[str, Any]], index: int, cut_at: int) -> bool:
+    """A cancel refused only because the barge-in had already cancelled the response (reference §8.3).
+
+    Sending it is optional and commonly answered so; it is not the bug of cancelling a response that
+    had finished before the user spoke (that stays FAILED).
+    """
+    error = entries[index]["event"].get("error") or {}
+    return (index > cut_at and error.get("code") == "response_cancel_not_active"
+            and snapshot.response_active and snapshot.interrupt_response)
 
 
 def _estimate(snapshot: Snapshot, entries: Sequence[dict[str, Any]], cut_at: int) -> int | None:

@@ -61,7 +61,7 @@ def result(case_id: str, area: str, verdict: Verdict, after_cut: list[dict[str, 
            title: str = "interrupt mid-audio", outcome: ClientOutcome | None = None,
            divergences: list[str] | None = None) -> CaseResult:
     case = Case(case_id, title, area, "mid-audio", Path("/corpus/ga_turn.yaml"), "ga_turn", 0, 12,
-                "after:response.output_audio.delta#3", snapshot())
+                "after:response.output_audio.delta#3", "ga", snapshot())
     return CaseResult(case, "reference-fixed", verdict, 0.42, wire_log(case_id, after_cut),
                       outcome or ClientOutcome(), divergences or [])
 

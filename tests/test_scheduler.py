@@ -97,3 +97,43 @@ def test_diff_ignores_volatile_paths() -> None:
     got = {"type": "conversation.item.create", "event_id": "b", "item": {"id": "y", "type": "message"}}
     assert diff_events(recorded, got) == []
     assert diff_events(recorded, got, ignore=()) == [("event_id", "a", "b"), ("item.id", "x", "y")]
+
+
+def back_to_back() -> list[Frame]:
+    """A client that sent item.create and response.create together: the item's acks come later."""
+    user = {"id": "item_rec", "type": "message", "role": "user", "status": "completed", "content": []}
+    return [
+        Frame(0.0, "server", {"type": "session.created"}),
+        Frame(0.1, "client", {"type": "conversation.item.create",
+                              "item": {"type": "message", "role": "user", "content": [{"type": "input_text"}]}}),
+        Frame(0.1, "client", {"type": "response.create"}),
+        Frame(0.2, "server", {"type": "conversation.item.added", "item": user}),
+        Frame(0.2, "server", {"type": "conversation.item.done", "item": user}),
+        Frame(0.3, "server", {"type": "response.created"}),
+        Frame(0.4, "server", {"type": "conversation.item.added", "item": {"id": "item_asst", "type": "message",
+                                                                          "role": "assistant"}}),
+    ]
+
+
+def test_acks_are_found_by_what_they_answer_not_by_position() -> None:
+    s = ReplayScheduler(back_to_back(), speed=0)
+    s.start(0.0)
+    decision = s.receive({"type": "conversation.item.create", "item": {"type": "message", "role": "user",
+                                                                       "content": [{"type": "input_text",
+                                                                                    "text": "other"}]}}, 0.0)
+    assert not decision.scripted  # the engine acknowledges the client's own item
+    s.receive({"type": "response.create"}, 0.0)
+    released = s.due(0.0)
+    assert [f.type for _, f in released] == ["session.created", "response.created", "conversation.item.added"]
+    assert released[-1][1].event["item"]["role"] == "assistant"  # type: ignore[index]
+
+
+def test_an_item_id_the_client_chose_is_answered_by_the_engine() -> None:
+    s = ReplayScheduler(back_to_back(), speed=0)
+    s.start(0.0)
+    event = {"type": "conversation.item.create",
+             "item": {"id": "my_own_id", "type": "message", "role": "user", "content": [{"type": "input_text"}]}}
+    decision = s.receive(event, 0.0)
+    assert not decision.scripted and decision.divergence is None  # not a divergence, even in strict mode
+    s.receive({"type": "response.create"}, 0.0)
+    assert "item_rec" not in str([f.event for _, f in s.due(0.0)])

@@ -47,6 +47,8 @@ class MissingDependency(RuntimeError):
 
 class Client(Protocol):
     name: str
+    # Protocol generations the client speaks; cases recorded in another are not run for it.
+    # (A class attribute; the runner reads it with a default of both.)
 
     def version(self) -> str | None:
         """The version of the client library under test, shown in the report header."""
@@ -55,3 +57,7 @@ class Client(Protocol):
     async def run(self, target: Target, stop: asyncio.Event) -> ClientOutcome:
         """Connect, drive the recorded conversation, react to the barge-in, return when ``stop`` is set."""
         ...
+
+
+def dialects_of(client: Client) -> tuple[str, ...]:
+    return tuple(getattr(client, "dialects", ("beta", "ga")))
