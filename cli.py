@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from replay import __version__
 from replay.cassette import CassetteError, load
@@ -33,7 +34,7 @@ err = Console(stderr=True)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
     raise typer.Exit(code)
 
 
@@ -90,7 +91,7 @@ def serve(
         server = ReplayServer(loaded, options, host=host, port=port)
 
     def ready(srv: ReplayServer) -> None:
-        console.print(f"[bold]rtreplay[/] serving [cyan]{loaded.name}[/] "
+        console.print(f"[bold]rtreplay[/] serving [cyan]{escape(loaded.name)}[/] "
                       f"({len(loaded.sessions)} session(s), speed {speed}, {'strict' if strict else 'lenient'})")
         console.print(f"  WebSocket: {srv.ws_url()}")
         console.print(f"  export OPENAI_BASE_URL={srv.http_base_url}")
@@ -115,8 +116,9 @@ def show(
     with clear_errors():
         loaded = load(resolve_cassette(cassette))
     meta = loaded.metadata
-    console.print(f"[bold]{loaded.name}[/]  origin={meta.get('origin')}  source={meta.get('source')}  "
-                  f"license={meta.get('license')}  complete={meta.get('complete')}", highlight=False)
+    console.print(f"[bold]{escape(loaded.name)}[/]  origin={meta.get('origin')}  "
+                  f"source={escape(str(meta.get('source')))}  license={escape(str(meta.get('license')))}  "
+                  f"complete={meta.get('complete')}", highlight=False)
     indexes = [session] if session is not None else list(range(len(loaded.sessions)))
     for index in indexes:
         if not 0 <= index < len(loaded.sessions):
@@ -272,7 +274,7 @@ def record(
                                audio="full" if audio == "full" else "compact", scrub_env=scrub_env or ())
 
     def ready(p: RecordingProxy) -> None:
-        console.print(f"[bold]rtreplay[/] recording to [cyan]{output}[/] through {upstream}")
+        console.print(f"[bold]rtreplay[/] recording to [cyan]{escape(str(output))}[/] through {escape(upstream)}")
         console.print(f"  WebSocket: {p.ws_url('gpt-realtime')}")
         console.print(f"  export OPENAI_BASE_URL={p.http_base_url}")
         console.print("  Ctrl-C to stop and write the cassette.")
@@ -284,7 +286,7 @@ def record(
                                                            else ""), code=1)
     state = "complete" if result.complete else "incomplete: " + "; ".join(result.problems)
     console.print(f"wrote {result.path}: {result.sessions} session(s), {result.http} HTTP call(s), {state}",
-                  highlight=False, soft_wrap=True)
+                  highlight=False, soft_wrap=True, markup=False)
 
 
 @app.command("import")
@@ -310,7 +312,58 @@ def import_(
         cassette.save(output)
     frames = sum(len(s.frames) for s in cassette.sessions)
     console.print(f"wrote {output}: {len(cassette.sessions)} session(s), {frames} frames, "
-                  f"license {cassette.metadata.get('license')}", highlight=False)
+                  f"license {cassette.metadata.get('license')}", highlight=False, markup=False)
+
+
+MATRIX_CLIENTS = ["reference-naive", "reference-fixed", "openai", "livekit", "livekit-pr6249", "openai-agents",
+                  "openai-agents-interrupt", "pipecat", "pipecat-interruption-frame"]
+MATRIX_CASES = ["RT-INT-[1-7]", "RT-DONE-1", "RT-TXT-*", "RT-FN-*"]
+
+
+@app.command()
+def matrix(
+    client: Annotated[list[str] | None, typer.Option("--client", help="Clients to compare (default: the "
+                                                      "reference clients and every library driver).")] = None,
+    case: Annotated[list[str] | None, typer.Option("--case", help="Case globs (default: one GA audio response "
+                                                   "cut everywhere, the text-only and the function-call "
+                                                   "cases).")] = None,
+    update: Annotated[Path | None, typer.Option(help="Rewrite the generated table in this file (README.md).")] = None,
+    speed: Annotated[float, typer.Option(help="Replay timing up to the cut.")] = 1.0,
+) -> None:
+    """Run several clients over the same cases and print (or update) the client × case table."""
+    from replay import matrix as table
+    from replay.clients.base import MissingDependency, dialects_of
+    from replay.clients.registry import UnknownClient, get_client
+    from replay.corpus import conformance_corpus
+    from replay.cuts import build_cases, select
+    from replay.runner import RunOptions
+
+    with clear_errors():
+        cases = select(build_cases(conformance_corpus()), case or MATRIX_CASES)
+        if not cases:
+            raise ValueError(f"no case matches {' '.join(case or MATRIX_CASES)!r}")
+    names = client or MATRIX_CLIENTS
+    try:
+        clients = [get_client(name) for name in names]
+        for checked in clients:
+            checked.version()
+    except UnknownClient as exc:
+        fail(str(exc))
+    except MissingDependency as exc:
+        fail(f"the client's library is not installed: {exc}")
+    options = RunOptions(speed=speed, concurrency=8)
+    reports = []
+    for checked in clients:
+        own = [c for c in cases if c.dialect in dialects_of(checked)]
+        reports.append(_run_with_progress(checked, own, options))
+    rendered = table.render(reports)
+    typer.echo(rendered)
+    if update is not None:
+        command = "rtreplay matrix" + "".join(f" --client {n}" for n in client or []) + \
+            "".join(f" --case '{c}'" for c in case or []) + f" --update {update.name}"
+        with clear_errors():
+            table.update(update, rendered, command=command)
+        console.print(f"updated {update}", highlight=False)
 
 
 @app.command()
@@ -334,7 +387,7 @@ def lint(
             console.print(finding, highlight=False, markup=False, soft_wrap=True)
         total += len(findings)
         if not findings:
-            console.print(f"[green]ok[/] {loaded.name}", highlight=False)
+            console.print(f"[green]ok[/] {escape(loaded.name)}", highlight=False)
     if total:
         console.print(f"[red]{total} finding(s)[/]")
         raise typer.Exit(1)

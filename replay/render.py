@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from rich.table import Table
+from rich.text import Text
 
 from replay.cassette import AUDIO_FIELD, Cassette, Frame
 from replay.protocol import b64_decoded_len, format_bytes_per_ms
 
-_KEY_FIELDS = ("item_id", "response_id", "content_index", "audio_end_ms", "audio_start_ms", "previous_item_id")
+_KEY_FIELDS = ("item_id", "content_index", "audio_end_ms", "audio_start_ms", "previous_item_id")
 
 
 def audio_bytes(event: dict[str, Any]) -> int | None:
@@ -67,8 +68,9 @@ def timeline(cassette: Cassette, session_index: int = 0) -> Table:
             fmt = session_obj.get("audio", {}).get("output", {}).get("format") if session.dialect == "ga" \
                 else session_obj.get("output_audio_format")
             bpm = format_bytes_per_ms(fmt)
-        table.add_row(str(index), f"{frame.t:.3f}", _arrow(frame), frame.type or _raw_kind(frame),
-                      summarize(frame.event, bpm) if frame.event is not None else _raw_detail(frame),
+        details = summarize(frame.event, bpm) if frame.event is not None else _raw_detail(frame)
+        table.add_row(str(index), f"{frame.t:.3f}", _arrow(frame), Text(frame.type or _raw_kind(frame)),
+                      Text(details),  # recorded text is data, never console markup
                       style="red" if frame.type == "error" else None)
     if session.close:
         close = session.close
