@@ -65,7 +65,7 @@ async def test_naive_fails_exactly_where_no_audio_was_played_and_fixed_passes() 
 async def test_whole_bundled_corpus_reference_fixed_passes_everywhere() -> None:
     cases = build_cases(conformance_corpus())
     assert {c.area for c in cases} == {"INT", "DONE", "TXT", "FN"}
-    report = await run_cases(cases, FIXED, RunOptions(speed=1.0, concurrency=24))
+    report = await run_cases(cases, FIXED, RunOptions(speed=1.0, concurrency=12))
     failing = [(r.case.id, r.verdict.verdict, r.verdict.reason) for r in report.results
                if r.verdict.verdict != "OK"]
     assert failing == []
