@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ from urllib.parse import parse_qs, urlsplit
 import yaml
 
 from replay.engine import silence_b64
+from replay.files import read_text, write_atomic
 from replay.protocol import AUDIO_DELTA_TYPES, DIALECTS, Dialect
 
 try:
@@ -133,38 +132,12 @@ class Cassette:
         return target
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        # mkstemp makes 0600; a cassette or report is an ordinary file (or keeps the mode it had).
-        os.chmod(tmp, path.stat().st_mode & 0o777 if path.exists() else 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 # ---------------------------------------------------------------------------- loading
 
 
 def load(path: str | Path) -> Cassette:
     path = Path(path)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise CassetteError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CassetteError(f"{path}: is a directory, not a cassette") from None
-    except UnicodeDecodeError:
-        raise CassetteError(f"{path}: not a text file (a cassette is YAML)") from None
-    except OSError as exc:
-        raise CassetteError(f"{path}: cannot read: {exc.strerror}") from None
-    return loads(raw, path)
+    return loads(read_text(path, "a cassette is YAML", CassetteError), path)
 
 
 def loads(raw: str, path: str | Path = "<string>") -> Cassette:

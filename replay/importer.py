@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from replay.cassette import AUDIO_FIELD, Cassette, Frame, Source, WebSocketSession, compact_audio
+from replay.files import read_text
 from replay.protocol import CLIENT_TYPES, Dialect
 
 __all__ = ["ImportFailed", "detect_dialect", "import_trace", "tool_version"]
@@ -120,16 +121,8 @@ def import_trace(
 
 
 def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8-sig")  # tolerate a BOM from editors on Windows
-    except FileNotFoundError:
-        raise ImportFailed(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise ImportFailed(f"{path}: is a directory, not a capture") from None
-    except UnicodeDecodeError as exc:
-        raise ImportFailed(f"{path}: not UTF-8 text (byte {exc.start}); expected JSON Lines or YAML") from None
-    except OSError as exc:
-        raise ImportFailed(f"{path}: cannot read: {exc.strerror}") from None
+    # utf-8-sig tolerates a BOM from editors on Windows
+    return read_text(path, "a capture is JSON Lines or YAML", ImportFailed, encoding="utf-8-sig")
 
 
 # ---------------------------------------------------------------------------- JSON Lines

@@ -44,9 +44,11 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from replay import __version__
-from replay.cassette import Cassette, Frame, Source, WebSocketSession, compact_audio, load, write_atomic
+from replay.cassette import Cassette, Frame, Source, WebSocketSession, compact_audio, load
+from replay.files import write_atomic
 from replay.scrub import scrub_cassette
 from replay.server import MAX_FRAME, MAX_HEAD, wants_beta
+from replay.wsio import receive_frames, send_pending
 
 RECORD_MODES = ("once", "new_episodes", "none", "all", "rewrite")
 AudioMode = Literal["compact", "full"]
@@ -318,7 +320,7 @@ class RecordingProxy:
         protocol.receive_data(head)
         events = protocol.events_received()
         if not events or not isinstance(events[0], Request):
-            _send_pending(protocol, writer)  # the protocol's own 400
+            send_pending(protocol, writer)  # the protocol's own 400
             return
         request = events[0]
         uri = self.upstream_ws + request.path
@@ -339,7 +341,7 @@ class RecordingProxy:
             self._fault(f"{uri}: the upstream refused the WebSocket upgrade with HTTP {status}")
             body = exc.response.body.decode("utf-8", "replace") if exc.response.body else ""
             protocol.send_response(protocol.reject(status, body or f"upstream answered HTTP {status}\n"))
-            _send_pending(protocol, writer)
+            send_pending(protocol, writer)
             return
         except (OSError, TimeoutError, WebSocketException) as exc:
             self._fault(f"{uri}: upstream unreachable: {_why(exc)}")
@@ -348,7 +350,7 @@ class RecordingProxy:
         chosen = upstream.subprotocol
         response = protocol.accept(request)
         protocol.send_response(response)
-        _send_pending(protocol, writer)
+        send_pending(protocol, writer)
         if response.status_code != 101:
             await upstream.close()
             return
@@ -375,7 +377,7 @@ class RecordingProxy:
         protocol.send_response(response)
         if response.status_code == 101:
             protocol.send_close(CloseCode.INTERNAL_ERROR, _close_reason(reason))
-        _send_pending(protocol, writer)
+        send_pending(protocol, writer)
         with contextlib.suppress(TimeoutError, ConnectionError):
             async with asyncio.timeout(CLOSE_TIMEOUT):
                 while protocol.state is not State.CLOSED:
@@ -385,7 +387,7 @@ class RecordingProxy:
                     else:
                         protocol.receive_eof()
                     protocol.events_received()
-                    _send_pending(protocol, writer)
+                    send_pending(protocol, writer)
 
     def _upstream_headers(self, headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str]]:
         """The client's headers, with the proxy's key only when the client brought no credential."""
@@ -521,30 +523,15 @@ class _Relay:
         self._end(fault="the recording stopped while the session was open")
         if self.protocol.state is State.OPEN:
             self.protocol.send_close(CloseCode.GOING_AWAY, STOP_REASON)
-            _send_pending(self.protocol, self.writer)
+            send_pending(self.protocol, self.writer)
         await self.upstream.close(CloseCode.GOING_AWAY, STOP_REASON)
 
     # -- client to upstream
 
     async def _from_client(self) -> None:
         protocol = self.protocol
-        while True:
-            try:
-                data = await self.reader.read(65536)
-            except ConnectionError:
-                data = b""
-            if data:
-                protocol.receive_data(data)
-            else:
-                protocol.receive_eof()
-            for frame in protocol.events_received():
-                if isinstance(frame, WsFrame):
-                    await self._client_frame(frame)
-            _send_pending(protocol, self.writer)
-            with contextlib.suppress(ConnectionError):
-                await self.writer.drain()
-            if not data or protocol.state is State.CLOSED:
-                break
+        async for frame in receive_frames(self.reader, protocol, self.writer):
+            await self._client_frame(frame)
         if protocol.close_rcvd is None:
             sent = protocol.close_sent  # set when the protocol failed the client (bad frame, too large)
             fault = (f"the client's connection failed ({sent.code} {sent.reason})" if sent is not None
@@ -601,7 +588,7 @@ class _Relay:
                     protocol.send_text(message.encode("utf-8"))
                 else:
                     protocol.send_binary(message)
-                _send_pending(protocol, self.writer)
+                send_pending(protocol, self.writer)
                 with contextlib.suppress(ConnectionError):
                     await self.writer.drain()
         rcvd = self.upstream.protocol.close_rcvd
@@ -612,7 +599,7 @@ class _Relay:
         code = None if rcvd.code == CloseCode.NO_STATUS_RCVD else rcvd.code
         if self._end(close={"code": code, "reason": rcvd.reason, "by": "server"}) and protocol.state is State.OPEN:
             protocol.send_close(code, rcvd.reason if code is not None else "")
-            _send_pending(protocol, self.writer)
+            send_pending(protocol, self.writer)
 
 
 async def run_until_signalled(proxy: RecordingProxy,
@@ -709,16 +696,6 @@ def _close_reason(text: str) -> str:
     """Close reasons are limited to 123 bytes of UTF-8."""
     data = text.encode("utf-8")[:123]
     return data.decode("utf-8", "ignore")
-
-
-def _send_pending(protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
-    """Write what the protocol queued; its empty chunk means half-close (the server closes TCP first)."""
-    for chunk in protocol.data_to_send():
-        if chunk:
-            writer.write(chunk)
-        elif writer.can_write_eof():
-            with contextlib.suppress(OSError):
-                writer.write_eof()
 
 
 async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader, head: bytes) -> tuple[h11.Request, bytes]:

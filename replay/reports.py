@@ -20,7 +20,8 @@ from typing import Any
 from rich.table import Table
 from rich.text import Text
 
-from replay.cassette import AUDIO_FIELD, write_atomic
+from replay.cassette import AUDIO_FIELD
+from replay.files import read_text, write_atomic
 from replay.protocol import format_bytes_per_ms
 from replay.render import audio_bytes, summarize
 from replay.runner import CaseResult, RunReport
@@ -437,16 +438,7 @@ def _failing_ids(report: RunReport, *, strict: bool) -> list[str]:
 def load_baseline(path: str | Path) -> set[str]:
     """Known failing case ids from JSON (``{"failing": [...]}``) or text (one id per line, ``#`` comments)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such baseline file") from None
-    except IsADirectoryError:
-        raise ValueError(f"{path}: is a directory, not a baseline file") from None
-    except UnicodeDecodeError:
-        raise ValueError(f"{path}: not a text file (a baseline is JSON or one case id per line)") from None
-    except OSError as exc:
-        raise ValueError(f"{path}: cannot read the baseline: {exc.strerror or exc}") from None
+    text = read_text(path, "a baseline is JSON or one case id per line", ValueError)
     if text.lstrip().startswith(("{", "[")):
         return _json_baseline(text, path)
     ids: set[str] = set()

@@ -21,7 +21,6 @@ from urllib.parse import parse_qs, urlsplit
 import h11
 from websockets.datastructures import Headers
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
-from websockets.frames import Frame as WsFrame
 from websockets.frames import Opcode
 from websockets.http11 import Request
 from websockets.protocol import State
@@ -33,6 +32,7 @@ from replay.protocol import Dialect, IdFactory
 from replay.rules import RuleBook
 from replay.scheduler import DEFAULT_IGNORE, ReplayScheduler
 from replay.wirelog import WireLog
+from replay.wsio import receive_frames, send_pending
 
 REALTIME_PATHS = ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime")
 MAX_HEAD = 64 * 1024
@@ -244,7 +244,7 @@ class ReplayServer:
         if response.status_code == 101 and url.path.rstrip("/") not in REALTIME_PATHS:
             response = protocol.reject(404, f"rtreplay serves the Realtime API at {', '.join(REALTIME_PATHS)}\n")
         protocol.send_response(response)
-        _flush(protocol, writer)
+        send_pending(protocol, writer)
         if response.status_code != 101:
             return
         session = self._new_session(request, url.path, parse_qs(url.query))
@@ -286,12 +286,6 @@ class ReplayServer:
         if not (params.get("model") or params.get("deployment") or params.get("intent")):
             return ("model", 4000, "invalid_request_error.missing_model")
         return None
-
-
-def _flush(protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
-    for chunk in protocol.data_to_send():
-        if chunk:
-            writer.write(chunk)
 
 
 def _select_subprotocol(protocol: ServerProtocol, offered: Any) -> Any:
@@ -402,7 +396,7 @@ class _Connection:
                      "param": None, "event_id": None}
         self._send_event({"type": "error", "event_id": engine.ids("event"), "error": error}, "engine")
         self.protocol.send_close(code, reason)
-        _flush(self.protocol, self.writer)
+        send_pending(self.protocol, self.writer)
         self.session.log.mark(self.now(), f"handshake refused: close {code} {reason}")
 
     # -- sending
@@ -414,7 +408,7 @@ class _Connection:
         if wire is None or sent is not event:
             wire = json.dumps(sent, ensure_ascii=False, separators=(",", ":")).encode()
         self.protocol.send_text(wire)
-        _flush(self.protocol, self.writer)
+        send_pending(self.protocol, self.writer)
         self.session.log.server(self.now(), sent, origin)
 
     def _send_recorded(self, index: int, frame: Frame) -> None:
@@ -426,7 +420,7 @@ class _Connection:
                 self.protocol.send_binary(data)
             else:
                 self.protocol.send_text(data)
-            _flush(self.protocol, self.writer)
+            send_pending(self.protocol, self.writer)
             self.session.log.raw(self.now(), "server", frame.text, frame.binary)
 
     async def _drain(self) -> None:
@@ -451,7 +445,7 @@ class _Connection:
                     # 1005/1006/1015 describe a close that never had a frame: they cannot be sent.
                     self.protocol.send_close(1000 if code in (1005, 1006, 1015) else code,
                                              self.recorded_close.get("reason") or "")
-                    _flush(self.protocol, self.writer)
+                    send_pending(self.protocol, self.writer)
                     return
             timeout = self._next_timeout()
             self.wake.clear()
@@ -489,23 +483,8 @@ class _Connection:
     # -- receiving
 
     async def _read_loop(self) -> None:
-        protocol = self.protocol
-        while True:
-            try:
-                data = await self.reader.read(65536)
-            except ConnectionError:
-                data = b""
-            if data:
-                protocol.receive_data(data)
-            else:
-                protocol.receive_eof()
-            for frame in protocol.events_received():
-                if isinstance(frame, WsFrame):
-                    self._on_frame(frame.opcode, bytes(frame.data), frame.fin)
-            _flush(protocol, self.writer)
-            await self._drain()
-            if not data or protocol.state is State.CLOSED or protocol.close_expected():
-                return  # the server closes TCP once the closing handshake is done (RFC 6455 §7.1.1)
+        async for frame in receive_frames(self.reader, self.protocol, self.writer):
+            self._on_frame(frame.opcode, bytes(frame.data), frame.fin)
 
     async def _read_until_closed(self) -> None:
         with contextlib.suppress(asyncio.TimeoutError):
@@ -543,14 +522,14 @@ class _Connection:
             session.failure = f"strict replay: {decision.divergence.describe()}"
             session.log.mark(now, session.failure)
             self.protocol.send_close(1008, "rtreplay strict: client diverged from the recording"[:120])
-            _flush(self.protocol, self.writer)
+            send_pending(self.protocol, self.writer)
             return
         if decision is None or not decision.scripted:
             for event in received.reactions:
                 self._send_event(event, "engine")
         if received.type == "session.close":
             self.protocol.send_close(1000, "")
-            _flush(self.protocol, self.writer)
+            send_pending(self.protocol, self.writer)
         self.wake.set()
 
 

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from replay.cassette import AUDIO_FIELD, write_atomic
+from replay.cassette import AUDIO_FIELD
+from replay.files import write_atomic
 from replay.protocol import b64_decoded_len
 
 if TYPE_CHECKING:

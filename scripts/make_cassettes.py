@@ -29,7 +29,8 @@ if str(REPO) not in sys.path:
 from vcr.serialize import deserialize  # noqa: E402
 from vcr.serializers import yamlserializer  # noqa: E402
 
-from replay.cassette import AUDIO_FIELD, Cassette, load, write_atomic  # noqa: E402
+from replay.cassette import AUDIO_FIELD, Cassette, load  # noqa: E402
+from replay.files import write_atomic  # noqa: E402
 from replay.importer import import_trace  # noqa: E402
 from replay.protocol import BYTES_PER_MS  # noqa: E402
 from replay.synth import build_all, check_with_engine  # noqa: E402

@@ -67,7 +67,7 @@ def test_broken_cassettes_give_one_clear_error_naming_the_file(text: str, messag
 
 
 def test_missing_and_binary_files(tmp_path: Path) -> None:
-    with pytest.raises(CassetteError, match="no such file"):
+    with pytest.raises(CassetteError, match="no such cassette file"):
         load(tmp_path / "nope.yaml")
     binary = tmp_path / "b.yaml"
     binary.write_bytes(b"\xff\xfe\x00")

@@ -212,7 +212,7 @@ def test_other_bad_input_is_a_clear_error(tmp_path: Path, text: str, expected: s
 
 
 def test_missing_file_and_directory(tmp_path: Path) -> None:
-    with pytest.raises(ImportFailed, match="no such file"):
+    with pytest.raises(ImportFailed, match="no such capture file"):
         import_trace(tmp_path / "nope.jsonl")
     with pytest.raises(ImportFailed, match="is a directory"):
         import_trace(tmp_path)

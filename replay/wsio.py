@@ -1,0 +1,44 @@
+"""Bytes between an asyncio stream and websockets' sans-I/O protocol: the one loop the replay
+server and the recording proxy both run on the client's side of a connection."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from websockets.frames import Frame
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
+
+def send_pending(protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
+    """Write what the protocol queued; its empty chunk means half-close (the server closes TCP first)."""
+    for chunk in protocol.data_to_send():
+        if chunk:
+            writer.write(chunk)
+        elif writer.can_write_eof():
+            with contextlib.suppress(OSError):
+                writer.write_eof()
+
+
+async def receive_frames(reader: asyncio.StreamReader, protocol: ServerProtocol,
+                         writer: asyncio.StreamWriter) -> AsyncIterator[Frame]:
+    """Every frame the client sends, until the connection is over (EOF, or the closing handshake)."""
+    while True:
+        try:
+            data = await reader.read(65536)
+        except ConnectionError:
+            data = b""
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        for frame in protocol.events_received():
+            if isinstance(frame, Frame):
+                yield frame
+        send_pending(protocol, writer)
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+        if not data or protocol.state is State.CLOSED or protocol.close_expected():
+            return  # the server closes TCP once the closing handshake is done (RFC 6455 §7.1.1)
