@@ -76,18 +76,23 @@ def serve(
     session: Annotated[int | None, typer.Option(help="Replay this WebSocket session of the cassette for every "
                                                 "connection (default: the Nth connection gets the Nth).")] = None,
     rules: Annotated[Path | None, typer.Option(help="JSON file overriding unverified error messages.")] = None,
+    reject_beta: Annotated[bool, typer.Option("--reject-beta", help="Refuse the beta header as the real API "
+                                              "has since the beta's retirement (close 4000).")] = False,
+    max_session_minutes: Annotated[float, typer.Option(help="Then session_expired and close 1001, as the "
+                                                       "real API.")] = 60.0,
 ) -> None:
     """Serve a cassette as a Realtime API on ws://HOST:PORT/v1/realtime."""
     from replay.server import ReplayServer, ServerOptions, serve_forever
 
     with clear_errors():
-        if speed < 0:
-            raise ValueError("--speed must be >= 0")
+        if speed < 0 or max_session_minutes <= 0:
+            raise ValueError("--speed must be >= 0 and --max-session-minutes > 0")
         loaded = load(resolve_cassette(cassette))
         if session is not None and not 0 <= session < len(loaded.sessions):
             raise ValueError(f"--session {session}: the cassette has {len(loaded.sessions)} WebSocket session(s)")
         options = ServerOptions(speed=speed, strict=strict, api_key=api_key, session_index=session,
-                                rules=RuleBook.from_file(rules) if rules else RuleBook())
+                                rules=RuleBook.from_file(rules) if rules else RuleBook(), reject_beta=reject_beta,
+                                max_session_s=max_session_minutes * 60)
         server = ReplayServer(loaded, options, host=host, port=port)
 
     def ready(srv: ReplayServer) -> None:

@@ -28,6 +28,7 @@ class Rule:
     event_id: EventIdPolicy
     evidence: Evidence
     source: str
+    close: int | None = None  # the server closes the socket with this code right after the error
 
     @property
     def verified(self) -> bool:
@@ -101,6 +102,24 @@ RULES: tuple[Rule, ...] = (
     Rule("T17-unknown-type", "a 'type' the dialect does not accept",
          _R, "invalid_value", "Invalid value: '{value}'. Supported values are: {supported}.", "type", "echo",
          "capture", "2026 capture (GA list); beta list from issue reports"),
+    Rule("T17-auth", "the upgrade carried no API key (Authorization, api-key, or the insecure-key subprotocol)",
+         _R, None, "Missing bearer or basic authentication in header", None, "null",
+         "capture", "2026-09-18 handshake probe", close=3000),
+    Rule("T17-bad-key", "a key other than the one the server was told to accept (--api-key)",
+         _R, "invalid_api_key", "Incorrect API key provided: {masked}. You can find your API key at "
+         "https://platform.openai.com/account/api-keys.", None, "null",
+         "capture", "2026-09-18 handshake probe", close=3000),
+    Rule("T17-missing-model", "the upgrade named no model (nor an Azure deployment or a transcription intent)",
+         _R, "missing_model", "You must provide a model parameter, for example "
+         "wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5", None, "null",
+         "capture", "2026-09-18 handshake probe", close=4000),
+    Rule("T17-beta-disabled", "the beta header or subprotocol, on a server run as after the beta's retirement",
+         _R, "beta_api_shape_disabled", "The Realtime API beta shape is no longer available. Remove the "
+         "'OpenAI-Beta: realtime=v1' header to use the GA interface.", None, "null",
+         "unverified", "code and close from the 2026-09-18 probe; the message was not captured", close=4000),
+    Rule("T18", "the session reached its maximum duration (60 minutes on the real API)",
+         _R, "session_expired", "Your session hit the maximum duration of {minutes} minutes.", None, "null",
+         "report", "several clients quote the string; one log shows the 1001 close", close=1001),
     Rule("S1", "the server trips over its own state (here: a recording whose objects are malformed)",
          "server_error", None, "The server had an error while processing your request. Sorry about that!", None,
          "echo", "unverified", "message prefix quoted by client code; the rest is the API's usual wording"),
@@ -153,6 +172,13 @@ class RuleBook:
             return cls(data)
         except RuleConfigError as exc:
             raise RuleConfigError(f"{path}: {exc}") from None
+
+    def close_reason(self, rule_id: str, **fields: Any) -> str:
+        """`<type>.<code>` (or `<type>`) as the real server writes it; an expiry repeats its message."""
+        rule = self.rules[rule_id]
+        if rule.close == 1001:
+            return rule.message.format(**fields)
+        return f"{rule.type}.{rule.code}" if rule.code else rule.type
 
     def error(self, rule_id: str, *, event_id: str | None, server_event_id: str, **fields: Any) -> dict[str, Any]:
         """The `error` server event for a rule, all five inner keys present (reference §6.1)."""

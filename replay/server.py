@@ -49,6 +49,8 @@ class ServerOptions:
     audio_quantum_ms: int = 1
     compression: bool = True  # the real server negotiates permessage-deflate
     session_index: int | None = None  # replay this session for every connection
+    reject_beta: bool = False  # answer the beta header as the real server has since its retirement
+    max_session_s: float = 3600.0  # then `session_expired` and close 1001, as the real API
     seed: int | str | None = None  # ids; None mints fresh ones per connection
 
 
@@ -275,16 +277,18 @@ class ReplayServer:
         self.session_started.set()
         return session
 
-    def _refusal(self, request: Request, query: str) -> tuple[str, int, str] | None:
-        """The handshake-time error the real server sends after the 101 (reference §1.3), if any."""
+    def _refusal(self, request: Request, query: str) -> tuple[str, dict[str, Any]] | None:
+        """The rule the real server applies right after the 101 (reference §1.3), if any."""
         key = _api_key(request.headers)
         params = parse_qs(query)
         if not key:
-            return ("auth", 3000, "invalid_request_error")
+            return "T17-auth", {}
         if self.options.api_key is not None and key != self.options.api_key:
-            return ("bad_key:" + key, 3000, "invalid_request_error.invalid_api_key")
+            return "T17-bad-key", {"masked": _masked(key)}
         if not (params.get("model") or params.get("deployment") or params.get("intent")):
-            return ("model", 4000, "invalid_request_error.missing_model")
+            return "T17-missing-model", {}
+        if self.options.reject_beta and wants_beta(request.headers):
+            return "T17-beta-disabled", {}
         return None
 
 
@@ -345,11 +349,11 @@ class _Connection:
     def now(self) -> float:
         return self.loop.time() - self.start
 
-    async def run(self, refusal: tuple[str, int, str] | None) -> None:
+    async def run(self, refusal: tuple[str, dict[str, Any]] | None) -> None:
         session = self.session
         session.log.opened_at = self.start
         if refusal is not None:
-            self._refuse_handshake(*refusal)
+            self._close_with(refusal[0], **refusal[1])
             await self._drain()
             await self._read_until_closed()
             return
@@ -380,24 +384,16 @@ class _Connection:
                            "conversation": conversation})
         return events
 
-    def _refuse_handshake(self, what: str, code: int, reason: str) -> None:
-        engine = self.session.engine
-        if what == "auth":
-            error = {"type": "invalid_request_error", "code": None,
-                     "message": "Missing bearer or basic authentication in header", "param": None, "event_id": None}
-        elif what.startswith("bad_key:"):
-            error = {"type": "invalid_request_error", "code": "invalid_api_key",
-                     "message": f"Incorrect API key provided: {_masked(what[8:])}. You can find your API key at "
-                                "https://platform.openai.com/account/api-keys.", "param": None, "event_id": None}
-        else:
-            error = {"type": "invalid_request_error", "code": "missing_model",
-                     "message": "You must provide a model parameter, for example "
-                                "wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5",
-                     "param": None, "event_id": None}
-        self._send_event({"type": "error", "event_id": engine.ids("event"), "error": error}, "engine")
+    def _close_with(self, rule_id: str, **fields: Any) -> None:
+        """An error frame and, in the same instant, the close the rule says (handshake refusals, expiry)."""
+        rules = self.session.engine.rules
+        error = rules.error(rule_id, event_id=None, server_event_id=self.session.engine.ids("event"), **fields)
+        self._send_event(error, "engine")
+        code = rules.rules[rule_id].close or 1000
+        reason = rules.close_reason(rule_id, **fields)
         self.protocol.send_close(code, reason)
         send_pending(self.protocol, self.writer)
-        self.session.log.mark(self.now(), f"handshake refused: close {code} {reason}")
+        self.session.log.mark(self.now(), f"{rule_id}: close {code} {reason}")
 
     # -- sending
 
@@ -431,7 +427,11 @@ class _Connection:
         session = self.session
         scheduler = session.scheduler
         cut = session.cut
+        limit = self.server.options.max_session_s
         while self.protocol.state is State.OPEN:
+            if self.now() >= limit:
+                self._close_with("T18", minutes=f"{limit / 60:g}")
+                return
             if scheduler is not None:
                 for index, frame in scheduler.due(self.now()):
                     self._send_recorded(index, frame)
@@ -449,15 +449,15 @@ class _Connection:
                     return
             timeout = self._next_timeout()
             self.wake.clear()
-            if timeout is not None and timeout <= 0:
+            if timeout <= 0:
                 continue
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(timeout):
                     await self.wake.wait()
 
-    def _next_timeout(self) -> float | None:
+    def _next_timeout(self) -> float:
         session = self.session
-        deadlines = []
+        deadlines = [self.server.options.max_session_s - self.now()]
         if session.scheduler is not None and (deadline := session.scheduler.next_deadline()) is not None:
             deadlines.append(deadline - self.now())
         if session.cut_at is not None and not session.window_closed.is_set():
@@ -470,7 +470,7 @@ class _Connection:
                 session.log.mark(self.now(), "window closed")
             else:
                 deadlines.append(remaining)
-        return min(deadlines) if deadlines else None
+        return min(deadlines)
 
     def _barge_in(self, cut: Cut) -> None:
         session = self.session

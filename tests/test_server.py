@@ -227,3 +227,19 @@ async def test_recorded_timing_is_kept_at_speed_one() -> None:
         await ws.send(json.dumps({"type": "response.create"}))
         assert (await recv(ws))["type"] == "response.created"
         assert time.perf_counter() - sent >= 0.38  # recorded gap 0.40 s, minus timer slack
+
+
+async def test_beta_retirement_mode_and_session_expiry() -> None:
+    async with ReplayServer(None, ServerOptions(reject_beta=True)) as server:
+        event, code, reason = await expect_refusal(server.ws_url(), BETA)
+        assert event["error"]["code"] == "beta_api_shape_disabled"
+        assert (code, reason) == (4000, "invalid_request_error.beta_api_shape_disabled")
+    async with ReplayServer(None, ServerOptions(max_session_s=0.3)) as server, \
+            connect(server.ws_url(), additional_headers=AUTH) as ws:
+        assert (await recv(ws))["type"] == "session.created"
+        expired = await recv(ws, 3)
+        assert expired["error"]["code"] == "session_expired"
+        assert expired["error"]["message"] == "Your session hit the maximum duration of 0.005 minutes."
+        with pytest.raises(ConnectionClosed):
+            await recv(ws)
+        assert (ws.close_code, ws.close_reason) == (1001, expired["error"]["message"])
