@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -32,7 +31,6 @@ except ImportError:  # pragma: no cover - PyYAML without libyaml
     from yaml import SafeLoader as _Loader  # type: ignore[assignment]
 
 Source = Literal["client", "server"]
-ORIGINS = ("recorded", "synthesized", "imported")
 AUDIO_FIELD = {"input_audio_buffer.append": "audio", **{name: "delta" for name in AUDIO_DELTA_TYPES}}
 
 
@@ -273,9 +271,3 @@ def expand_audio(event: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(size, int) or size < 0:
         raise CassetteError(f"{event.get('type')}: '$audio.bytes' must be a whole number of bytes")
     return {**event, key: silence_b64(size)}
-
-
-def iter_events(session: WebSocketSession, source: Source | None = None) -> Iterator[tuple[int, Frame]]:
-    for index, frame in enumerate(session.frames):
-        if frame.event is not None and (source is None or frame.source == source):
-            yield index, frame

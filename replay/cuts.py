@@ -20,13 +20,6 @@ from replay.cassette import Cassette, WebSocketSession
 from replay.engine import Conversation, Snapshot
 from replay.protocol import AUDIO_DELTA_TYPES
 
-AREAS = {
-    "INT": "interrupting an audio response while it is generated",
-    "DONE": "interrupting after response.done while audio may still be playing",
-    "TXT": "interrupting a text-only response",
-    "FN": "interrupting a function-call response",
-}
-
 _AFTER = re.compile(r"^after:(?P<type>[a-z_.]+)#(?P<n>\d+)$")
 _AT = re.compile(r"^at:(?P<s>\d+(\.\d+)?)s?$")
 

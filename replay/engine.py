@@ -203,7 +203,6 @@ class Conversation:
         self.items: dict[str, Item] = {}  # insertion order == conversation order
         self.response: Response | None = None
         self.last_response: Response | None = None
-        self.responses_seen = 0
         self.input_buffer_bytes = 0  # appended since the last commit
         self.input_audio_ms = 0.0  # appended over the whole session (VAD's clock)
         self.assistant_audio = False  # any model audio produced (voice lock, T11)
@@ -818,7 +817,6 @@ class Conversation:
             self.notes.append(f"response.created {raw.get('id')} while {self.response.id} was still active")
         self._requested = None
         self.response = self.last_response = Response(raw.get("id", ""), raw, out_of_band)
-        self.responses_seen += 1
         return event
 
     def _on_output_item_added(self, event: Event) -> Event:

@@ -351,7 +351,6 @@ class _Connection:
 
     async def run(self, refusal: tuple[str, dict[str, Any]] | None) -> None:
         session = self.session
-        session.log.opened_at = self.start
         if refusal is not None:
             self._close_with(refusal[0], **refusal[1])
             await self._drain()

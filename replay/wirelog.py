@@ -31,7 +31,6 @@ def loggable(event: dict[str, Any]) -> dict[str, Any]:
 @dataclass
 class WireLog:
     entries: list[dict[str, Any]] = field(default_factory=list)
-    opened_at: float = 0.0
 
     def server(self, t: float, event: dict[str, Any], origin: str) -> None:
         self.entries.append({"t": round(t, 4), "dir": "server", "origin": origin, "event": loggable(event)})

@@ -31,16 +31,7 @@ CONNECT_TIMEOUT_S = 10.0
 SESSION_TIMEOUT_S = 5.0  # session.created after connect, session.updated after session.update
 CLOSE_TIMEOUT_S = 2.0  # per step; the runner allows 10 s between stop and our return
 
-# The recorded client's own barge-in reactions are not replayed: this client reacts itself.
-REACTION_TYPES = frozenset(
-    {
-        "conversation.item.truncate",
-        "conversation.item.delete",
-        "response.cancel",
-        "input_audio_buffer.clear",
-        "output_audio_buffer.clear",
-    }
-)
+# Only the setup is replayed; the recorded client's own reactions (truncate, cancel, ...) are not.
 REPLAYED_TYPES = frozenset({"session.update", "conversation.item.create", "response.create"})
 ITEM_ADDED_TYPES = frozenset({"conversation.item.added", "conversation.item.created"})
 
@@ -167,7 +158,7 @@ class OpenAISDKClient:
         for event in target.client_script:
             kind = event.get("type")
             if kind not in REPLAYED_TYPES:
-                continue  # appends are not in the script; REACTION_TYPES are this client's own business
+                continue
             if kind != "session.update" and not turn_open:
                 if not await turn_may_start(state.idle, state.barge_in, outcome):
                     break
