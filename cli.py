@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -254,7 +255,21 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions) -
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as progress:
         task = progress.add_task(client.name, total=len(cases))
-        return asyncio.run(run_cases(cases, client, options, lambda _: progress.advance(task)))
+
+        async def main() -> RunReport:
+            # Ctrl-C cancels the run, so every case's server and client shut down in order.
+            loop, current = asyncio.get_running_loop(), asyncio.current_task()
+            assert current is not None
+            loop.add_signal_handler(signal.SIGINT, current.cancel)
+            try:
+                return await run_cases(cases, client, options, lambda _: progress.advance(task))
+            finally:
+                loop.remove_signal_handler(signal.SIGINT)
+
+        try:
+            return asyncio.run(main())
+        except (KeyboardInterrupt, asyncio.CancelledError):
+            fail("interrupted: no report written", code=130)
 
 
 @app.command()

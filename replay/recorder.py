@@ -303,10 +303,12 @@ class RecordingProxy:
             pass
         except Exception as exc:  # a bug must not take the proxy down with it; close() reports it
             self.problems.append(f"internal error on a connection: {exc!r}")
+        except asyncio.CancelledError:
+            pass  # close() cancels live connections; asyncio's stream callback must not see it re-raised
         finally:
             self._tasks.discard(task)
             writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down: the task ends here
                 await writer.wait_closed()
 
     async def _websocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:

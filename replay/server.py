@@ -194,7 +194,7 @@ class ReplayServer:
         finally:
             self._tasks.discard(task)
             writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down: the task ends here
                 await writer.wait_closed()
 
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
