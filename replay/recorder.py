@@ -48,7 +48,7 @@ from replay.cassette import Cassette, Frame, Source, WebSocketSession, compact_a
 from replay.files import write_atomic
 from replay.scrub import scrub_cassette
 from replay.server import MAX_FRAME, MAX_HEAD, wants_beta
-from replay.wsio import receive_frames, send_pending
+from replay.wsio import receive_frames, send_pending, serve_connection
 
 RECORD_MODES = ("once", "new_episodes", "none", "all", "rewrite")
 AudioMode = Literal["compact", "full"]
@@ -294,22 +294,13 @@ class RecordingProxy:
         assert task is not None
         self._tasks.add(task)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if b"upgrade: websocket" in head.lower():
-                await self._websocket(reader, writer, head)
-            else:
-                await self._http(reader, writer, head)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        except Exception as exc:  # a bug must not take the proxy down with it; close() reports it
-            self.problems.append(f"internal error on a connection: {exc!r}")
-        except asyncio.CancelledError:
-            pass  # close() cancels live connections; asyncio's stream callback must not see it re-raised
+            # A bug must not take the proxy down with it; close() reports it.
+            await serve_connection(reader, writer, lambda head: self._websocket(reader, writer, head),
+                                   lambda head: self._http(reader, writer, head),
+                                   on_error=lambda exc: self.problems.append(f"internal error on a connection: "
+                                                                             f"{exc!r}"))
         finally:
             self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down: the task ends here
-                await writer.wait_closed()
 
     async def _websocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
         chosen: Subprotocol | None = None

@@ -32,7 +32,7 @@ from replay.protocol import Dialect, IdFactory
 from replay.rules import RuleBook
 from replay.scheduler import DEFAULT_IGNORE, ReplayScheduler
 from replay.wirelog import WireLog
-from replay.wsio import receive_frames, send_pending
+from replay.wsio import receive_frames, send_pending, serve_connection
 
 REALTIME_PATHS = ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime")
 MAX_HEAD = 64 * 1024
@@ -182,20 +182,10 @@ class ReplayServer:
         assert task is not None
         self._tasks.add(task)
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            if b"upgrade: websocket" in head.lower():
-                await self._websocket(reader, writer, head)
-            else:
-                await self._http(reader, writer, head)
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        except asyncio.CancelledError:
-            pass  # close() cancels live connections; asyncio's stream callback must not see it re-raised
+            await serve_connection(reader, writer, lambda head: self._websocket(reader, writer, head),
+                                   lambda head: self._http(reader, writer, head))
         finally:
             self._tasks.discard(task)
-            writer.close()
-            with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down: the task ends here
-                await writer.wait_closed()
 
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
         conn = h11.Connection(h11.SERVER)

@@ -1,11 +1,11 @@
-"""Bytes between an asyncio stream and websockets' sans-I/O protocol: the one loop the replay
-server and the recording proxy both run on the client's side of a connection."""
+"""Bytes between an asyncio stream and websockets' sans-I/O protocol: what the replay server and
+the recording proxy both do on the client's side of a connection."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from websockets.frames import Frame
 from websockets.protocol import State
@@ -42,3 +42,24 @@ async def receive_frames(reader: asyncio.StreamReader, protocol: ServerProtocol,
             await writer.drain()
         if not data or protocol.state is State.CLOSED or protocol.close_expected():
             return  # the server closes TCP once the closing handshake is done (RFC 6455 §7.1.1)
+
+
+async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
+                           websocket: Callable[[bytes], Awaitable[None]], http: Callable[[bytes], Awaitable[None]],
+                           on_error: Callable[[Exception], None] | None = None) -> None:
+    """Read the request head, hand the connection to the WebSocket or the plain-HTTP side, close it."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+        await (websocket(head) if b"upgrade: websocket" in head.lower() else http(head))
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        pass
+    except asyncio.CancelledError:
+        pass  # shutdown cancels live connections; asyncio's stream callback must not see it re-raised
+    except Exception as exc:
+        if on_error is None:
+            raise
+        on_error(exc)
+    finally:
+        writer.close()
+        with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down: the task ends here
+            await writer.wait_closed()

@@ -10,7 +10,7 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,3 +136,29 @@ class PlaybackClock:
             return 0
         elapsed_ms = ((time.monotonic() if at is None else at) - self.first_at) * 1000.0
         return int(min(self.received_ms, elapsed_ms))
+
+
+STOP_TIMEOUT_S = 600.0  # the runner sets ``stop``; this only keeps a lost runner from hanging a driver
+
+
+async def wait_for_stop(stop: asyncio.Event, outcome: ClientOutcome,
+                        ends: Mapping[str, asyncio.Task[Any] | asyncio.Event]) -> None:
+    """Until the runner sets ``stop`` — or the client's side ends first, which the outcome notes.
+
+    ``ends`` maps a note to what ending looks like: a task that finishes (never cancelled here) or
+    an event that is set.
+    """
+    stopper = asyncio.create_task(stop.wait())
+    waiters = {note: asyncio.create_task(end.wait()) if isinstance(end, asyncio.Event) else end
+               for note, end in ends.items()}
+    done, _ = await asyncio.wait({stopper, *waiters.values()}, timeout=STOP_TIMEOUT_S,
+                                 return_when=asyncio.FIRST_COMPLETED)
+    stopper.cancel()
+    for note, waiter in waiters.items():
+        if isinstance(ends[note], asyncio.Event):
+            waiter.cancel()
+    ended = [note for note, waiter in waiters.items() if waiter in done]
+    if ended and not stop.is_set():
+        outcome.notes.append(ended[0])
+    elif not done:
+        outcome.notes.append(f"stop was not set within {STOP_TIMEOUT_S:.0f}s")

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from replay.protocol import b64_decoded_len
 
-from ._support import PlaybackClock, captured_logs, recorded_turns, turn_may_start
+from ._support import PlaybackClock, captured_logs, recorded_turns, turn_may_start, wait_for_stop
 from .base import ClientOutcome, MissingDependency, Target
 
 if TYPE_CHECKING:
@@ -87,7 +87,6 @@ class LivekitClient:
 
     dialects = ("ga",)  # the library speaks only the GA protocol
 
-    stop_timeout_s = 600.0  # the runner sets ``stop``; this only keeps a lost runner from hanging us
 
     def __init__(self, name: str = "livekit", *, pr6249_guard: bool = False) -> None:
         self.name = name
@@ -174,15 +173,7 @@ class LivekitClient:
             state.spawn(self._play_turns(session, state, target, outcome))
             # with max_retry=0 the session's main task ends when its connection is gone for good
             main_task: asyncio.Task[None] = session._main_atask
-            stopped = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait(
-                {main_task, stopped}, timeout=self.stop_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            stopped.cancel()
-            if main_task in done:
-                outcome.notes.append("the session's connection ended before stop")
-            elif not done:
-                outcome.notes.append(f"stop was not set within {self.stop_timeout_s:.0f}s")
+            await wait_for_stop(stop, outcome, {"the session's connection ended before stop": main_task})
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(session.aclose(), CLOSE_TIMEOUT_S)

@@ -21,7 +21,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ._support import captured_logs, recorded_turns, turn_may_start
+from ._support import captured_logs, recorded_turns, turn_may_start, wait_for_stop
 from .base import ClientOutcome, MissingDependency, Target
 
 if TYPE_CHECKING:
@@ -47,7 +47,6 @@ class OpenAIAgentsClient:
 
     dialects = ("ga",)  # the library speaks only the GA protocol
 
-    stop_timeout_s = 600.0  # the runner sets ``stop``; this only keeps a lost runner from hanging us
 
     def __init__(self, name: str = "openai-agents", *, explicit_interrupt: bool = False) -> None:
         self.name = name
@@ -95,16 +94,8 @@ class OpenAIAgentsClient:
         flags = _Flags()
         app = asyncio.create_task(self._app(model, events, flags, outcome))
         turns = asyncio.create_task(self._play_turns(model, flags, target, outcome))
-        gone = flags.gone
         try:
-            waits = {asyncio.create_task(stop.wait()), asyncio.create_task(gone.wait())}
-            done, pending = await asyncio.wait(waits, timeout=self.stop_timeout_s, return_when=asyncio.FIRST_COMPLETED)
-            for waiter in pending:
-                waiter.cancel()
-            if not done:
-                outcome.notes.append(f"stop was not set within {self.stop_timeout_s:.0f}s")
-            elif not stop.is_set():
-                outcome.notes.append("the connection closed before stop")
+            await wait_for_stop(stop, outcome, {"the connection closed before stop": flags.gone})
         finally:
             events.put_nowait(None)
             turns.cancel()

@@ -23,7 +23,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from replay.protocol import AUDIO_DELTA_TYPES, b64_decoded_len, format_bytes_per_ms
 
-from ._support import PlaybackClock, captured_logs, turn_may_start
+from ._support import PlaybackClock, captured_logs, turn_may_start, wait_for_stop
 from .base import ClientOutcome, MissingDependency, Target
 
 INSTALL_HINT = "pip install 'rtreplay[openai]'"
@@ -92,7 +92,6 @@ class _State:
 class OpenAISDKClient:
     """Reference transport: the openai SDK connection plus the PR #6249 barge-in rule."""
 
-    stop_timeout_s = 600.0  # the runner sets ``stop``; this only keeps a lost runner from hanging us
 
     def __init__(self, name: str = "openai") -> None:
         self.name = name
@@ -130,15 +129,7 @@ class OpenAISDKClient:
         receiver = asyncio.create_task(self._receive(conn, state, outcome))
         sender = asyncio.create_task(self._replay(conn, state, target, outcome))
         try:
-            stopped = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait(
-                {receiver, stopped}, timeout=self.stop_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            stopped.cancel()
-            if receiver in done:
-                outcome.notes.append("connection ended before stop")
-            elif not stop.is_set():
-                outcome.notes.append(f"stop was not set within {self.stop_timeout_s:.0f}s")
+            await wait_for_stop(stop, outcome, {"connection ended before stop": receiver})
         finally:
             sender.cancel()
             with contextlib.suppress(Exception):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
-from ._support import PlaybackClock, recorded_turns, turn_may_start
+from ._support import PlaybackClock, recorded_turns, turn_may_start, wait_for_stop
 from .base import ClientOutcome, MissingDependency, Target
 
 if TYPE_CHECKING:
@@ -147,7 +147,6 @@ class PipecatClient:
 
     dialects = ("ga",)  # the library speaks only the GA protocol
 
-    stop_timeout_s = 600.0  # the runner sets ``stop``; this only keeps a lost runner from hanging us
 
     def __init__(self, name: str = "pipecat", *, interruption_frame: bool = False) -> None:
         self.name = name
@@ -254,18 +253,8 @@ class PipecatClient:
         running = asyncio.create_task(runner.run())
         turns = asyncio.create_task(self._play_turns(worker, flags, target, outcome))
         try:
-            waits = {asyncio.create_task(stop.wait()), asyncio.create_task(flags.gone.wait())}
-            done, _ = await asyncio.wait(
-                {running, *waits}, timeout=self.stop_timeout_s, return_when=asyncio.FIRST_COMPLETED
-            )
-            for waiter in waits:
-                waiter.cancel()
-            if running in done:
-                outcome.notes.append("pipeline finished before stop")
-            elif flags.gone.is_set() and not stop.is_set():
-                outcome.notes.append("no connection: stopping before stop")
-            elif not done:
-                outcome.notes.append(f"stop was not set within {self.stop_timeout_s:.0f}s")
+            await wait_for_stop(stop, outcome, {"pipeline finished before stop": running,
+                                                "no connection: stopping before stop": flags.gone})
         finally:
             turns.cancel()
             transport.on_interrupted()
