@@ -180,3 +180,25 @@ def test_cut_specs() -> None:
         parse_cut("after:response.output_audio.delta#13", session)
     with pytest.raises(CutError, match="a cut is"):
         parse_cut("middle", session)
+
+
+def node_command() -> str | None:
+    """`node` with a global WebSocket (Node >= 22, or 20 with the experimental flag), if installed."""
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    for flags in ("", "--experimental-websocket "):
+        if node and subprocess.run(f"{node} {flags}-e WebSocket", shell=True, capture_output=True).returncode == 0:
+            return f"{node} {flags}"
+    return None
+
+
+@pytest.mark.skipif(node_command() is None, reason="no Node.js with a global WebSocket on this machine")
+async def test_a_javascript_client_authenticating_like_a_browser() -> None:
+    """Any language: the example JS client uses the subprotocol auth browsers must use."""
+    command = CommandClient(f"{node_command()}{ROOT / 'examples' / 'naive_client.mjs'}")
+    results = by_title(await run_cases(corpus_cases(), command, FAST))
+    seed = results["interrupt before the first audio delta (audio_end_ms == 0)"]
+    assert seed.verdict.verdict == "FAILED" and "unsupported_content_type" in seed.verdict.reason
+    assert results["interrupt mid-audio (delta 7 of 12)"].verdict.verdict == "OK"
