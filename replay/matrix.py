@@ -23,8 +23,8 @@ def cell(result: CaseResult) -> str:
     if verdict.verdict == "FAILED":
         codes = sorted({str((e.get("error") or {}).get("code")) for e in verdict.errors})
         return f"**FAILED** {', '.join(codes) if codes else verdict.reason[:60]}"
-    sent = [a.split()[0] + (f" {a.rsplit('=', 1)[1]} ms" if "audio_end_ms=" in a else "")
-            for a in verdict.actions if a.split()[0] in ("truncate", "delete", "response.cancel")]
+    # What was sent, not the ms: those move with wall-clock jitter; the reports carry them.
+    sent = [a.split()[0] for a in verdict.actions if a.split()[0] in ("truncate", "delete", "response.cancel")]
     return f"{verdict.verdict} ({', '.join(sent) if sent else 'nothing'})"
 
 
