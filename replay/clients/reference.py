@@ -14,29 +14,28 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 
 from replay import __version__
 from replay.cassette import load
+from replay.clients._support import PlaybackClock
 from replay.clients.base import ClientOutcome, Target
 from replay.protocol import AUDIO_DELTA_TYPES, ITEM_ADDED, b64_decoded_len, format_bytes_per_ms
 
 
 @dataclass
 class Player:
-    """A real-time player fed by the stream: it starts at the first delta and plays at 1x."""
+    """What the client knows of the assistant item being played, on a real-time playback clock."""
 
-    clock: Callable[[], float] = time.monotonic
     item_id: str | None = None
     kind: str | None = None  # "audio" | "text" | "function_call", as far as the client can tell
-    received_bytes: int = 0
-    started_at: float | None = None
+    clock: PlaybackClock = field(default_factory=PlaybackClock)
     bytes_per_ms: int = 48
     modalities: tuple[str, ...] = ("audio",)
     held: set[str] = field(default_factory=set)
@@ -45,24 +44,37 @@ class Player:
         self.item_id = item.get("id")
         self.kind = "function_call" if item.get("type") == "function_call" else \
             "audio" if "audio" in self.modalities else "text"
-        self.received_bytes, self.started_at = 0, None
+        self.clock = PlaybackClock()
 
     def on_audio(self, item_id: str, nbytes: int) -> None:
         if item_id != self.item_id:
             self.new_item({"id": item_id, "type": "message"})
         self.kind = "audio"
-        self.received_bytes += nbytes
-        if self.started_at is None:
-            self.started_at = self.clock()
+        self.clock.add(nbytes / self.bytes_per_ms)
 
     @property
     def received_ms(self) -> int:
-        return self.received_bytes // self.bytes_per_ms
+        return int(self.clock.received_ms)
 
     def played_ms(self) -> int:
-        if self.started_at is None:
-            return 0
-        return min(self.received_ms, int((self.clock() - self.started_at) * 1000))
+        return self.clock.played_ms()
+
+
+@functools.lru_cache(maxsize=64)
+def _script(cassette: str, session_index: int, mtime_ns: int) -> tuple[tuple[int, dict[str, Any]], ...]:
+    """Each recorded client event with the number of server frames that preceded it.
+
+    Parsed once per cassette, not once per case: every case of a sweep replays the same script.
+    """
+    session = load(cassette).sessions[session_index]
+    script = []
+    server_seen = 0
+    for frame in session.frames:
+        if frame.source == "server":
+            server_seen += 1
+        elif frame.event is not None and frame.type != "input_audio_buffer.append":
+            script.append((server_seen, frame.event))
+    return tuple(script)
 
 
 class ReferenceClient:
@@ -92,20 +104,15 @@ class ReferenceClient:
         return outcome
 
     async def _session(self, ws: ClientConnection, target: Target, outcome: ClientOutcome) -> None:
-        session = load(target.cassette).sessions[target.session_index]
         # Each recorded client frame goes out once as many server frames as preceded it have arrived.
-        script: list[tuple[int, dict[str, Any]]] = []
-        server_seen = 0
-        for frame in session.frames:
-            if frame.source == "server":
-                server_seen += 1
-            elif frame.event is not None and frame.type != "input_audio_buffer.append":
-                script.append((server_seen, frame.event))
+        script = _script(target.cassette, target.session_index, Path(target.cassette).stat().st_mtime_ns)
         player = Player()
         received = 0
+        sent = 0
         while True:
-            while script and script[0][0] <= received:
-                await ws.send(json.dumps(script.pop(0)[1]))
+            while sent < len(script) and script[sent][0] <= received:
+                await ws.send(json.dumps(script[sent][1]))
+                sent += 1
             raw = await ws.recv()
             received += 1
             event = json.loads(raw)
