@@ -21,7 +21,7 @@ from replay.rules import RuleBook, RuleConfigError
 if TYPE_CHECKING:
     from replay.clients.base import Client
     from replay.cuts import Case
-    from replay.runner import RunOptions, RunReport
+    from replay.runner import CassetteCache, RunOptions, RunReport
 
 app = typer.Typer(
     name="rtreplay",
@@ -175,12 +175,11 @@ def check(
 ) -> None:
     """Barge in at every point of the recorded responses and judge what the client sends."""
     from replay import reports
-    from replay.clients.base import MissingDependency, dialects_of
+    from replay.clients.base import dialects_of
     from replay.clients.command import CommandClient
-    from replay.clients.registry import UnknownClient, get_client
     from replay.corpus import conformance_corpus
     from replay.cuts import CutError, build_cases, select
-    from replay.runner import RunOptions
+    from replay.runner import CassetteCache, RunOptions
 
     with clear_errors():
         if speed < 0 or concurrency < 1 or tolerance_ms < 0 or window_ms < 1:
@@ -198,24 +197,15 @@ def check(
             typer.echo(f"{c.id:<12} {c.cassette_name:<30} {c.cut:<40} {c.title}")
         return
     demo = not client and not cmd
-    clients: list[Client] = []
-    try:
-        if cmd:
-            clients.append(CommandClient(cmd))
-        for name in (["reference-naive", "reference-fixed"] if demo else client or []):
-            clients.append(get_client(name))
-        for checked in clients:
-            checked.version()  # a driver whose library is missing says so here, before any case runs
-    except UnknownClient as exc:
-        fail(str(exc))
-    except MissingDependency as exc:
-        fail(f"the client's library is not installed: {exc}")
+    clients = ([CommandClient(cmd)] if cmd else []) + _clients(["reference-naive", "reference-fixed"] if demo
+                                                              else client or [])
     if demo:
         console.print("No client named: checking the two reference clients. reference-naive has the pre-fix "
                       "logic (it should FAIL before the first audio delta); reference-fixed has livekit/agents "
                       "PR #6249 (it should pass). The exit code is reference-fixed's. Pass --client or --cmd to "
                       "check yours.\n", highlight=False)
     options = RunOptions(speed=speed, concurrency=concurrency, tolerance_ms=tolerance_ms, quiet=window_ms / 1000)
+    cassettes = CassetteCache(loaded)  # parsed once above, to build the cases
     exit_code = 0
     for checked in clients:
         spoken = dialects_of(checked)
@@ -225,7 +215,7 @@ def check(
                           "recorded in another protocol generation are not run for it.", highlight=False)
         if not own:
             continue
-        report = _run_with_progress(checked, own, options)
+        report = _run_with_progress(checked, own, options, cassettes)
         console.print(reports.console_table(report))
         console.print(reports.summary_line(report), highlight=False)
         many = len(clients) > 1
@@ -247,7 +237,24 @@ def check(
     raise typer.Exit(exit_code)
 
 
-def _run_with_progress(client: Client, cases: list[Case], options: RunOptions) -> RunReport:
+def _clients(names: list[str]) -> list[Client]:
+    """Clients by name, each asked its version first: a missing library says so before any case runs."""
+    from replay.clients.base import MissingDependency
+    from replay.clients.registry import UnknownClient, get_client
+
+    try:
+        clients = [get_client(name) for name in names]
+        for checked in clients:
+            checked.version()
+    except UnknownClient as exc:
+        fail(str(exc))
+    except MissingDependency as exc:
+        fail(f"the client's library is not installed: {exc}")
+    return clients
+
+
+def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
+                       cassettes: CassetteCache) -> RunReport:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from replay.runner import run_cases
@@ -262,7 +269,7 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions) -
             assert current is not None
             loop.add_signal_handler(signal.SIGINT, current.cancel)
             try:
-                return await run_cases(cases, client, options, lambda _: progress.advance(task))
+                return await run_cases(cases, client, options, lambda _: progress.advance(task), cassettes)
             finally:
                 loop.remove_signal_handler(signal.SIGINT)
 
@@ -352,30 +359,23 @@ def matrix(
 ) -> None:
     """Run several clients over the same cases and print (or update) the client × case table."""
     from replay import matrix as table
-    from replay.clients.base import MissingDependency, dialects_of
-    from replay.clients.registry import UnknownClient, get_client
+    from replay.clients.base import dialects_of
     from replay.corpus import conformance_corpus
     from replay.cuts import build_cases, select
-    from replay.runner import RunOptions
+    from replay.runner import CassetteCache, RunOptions
 
     with clear_errors():
-        cases = select(build_cases(conformance_corpus()), case or MATRIX_CASES)
+        corpus = conformance_corpus()
+        cases = select(build_cases(corpus), case or MATRIX_CASES)
         if not cases:
             raise ValueError(f"no case matches {' '.join(case or MATRIX_CASES)!r}")
-    names = client or MATRIX_CLIENTS
-    try:
-        clients = [get_client(name) for name in names]
-        for checked in clients:
-            checked.version()
-    except UnknownClient as exc:
-        fail(str(exc))
-    except MissingDependency as exc:
-        fail(f"the client's library is not installed: {exc}")
+    clients = _clients(client or MATRIX_CLIENTS)
     options = RunOptions(speed=speed, concurrency=8)
+    cassettes = CassetteCache(corpus)
     reports = []
     for checked in clients:
         own = [c for c in cases if c.dialect in dialects_of(checked)]
-        reports.append(_run_with_progress(checked, own, options))
+        reports.append(_run_with_progress(checked, own, options, cassettes))
     rendered = table.render(reports)
     typer.echo(rendered)
     if update is not None:

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -77,8 +77,8 @@ class RunReport:
 class CassetteCache:
     """Cases share cassettes; each is parsed once per run."""
 
-    def __init__(self) -> None:
-        self._loaded: dict[Path, Cassette] = {}
+    def __init__(self, loaded: Iterable[tuple[Path, Cassette]] = ()) -> None:
+        self._loaded: dict[Path, Cassette] = dict(loaded)  # what the caller already parsed to build the cases
 
     def get(self, path: Path) -> Cassette:
         if path not in self._loaded:
@@ -181,9 +181,10 @@ def _case_log(case: Case, client: Client, live: LiveSession | None, outcome: Cli
 
 
 async def run_cases(cases: Sequence[Case], client: Client, options: RunOptions | None = None,
-                    progress: Callable[[CaseResult], None] | None = None) -> RunReport:
+                    progress: Callable[[CaseResult], None] | None = None,
+                    cassettes: CassetteCache | None = None) -> RunReport:
     options = options or RunOptions()
-    cassettes = CassetteCache()
+    cassettes = cassettes or CassetteCache()
     gate = asyncio.Semaphore(max(1, options.concurrency))
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
