@@ -64,7 +64,7 @@ class RunReport:
     tool_version: str = __version__
 
     def counts(self) -> dict[str, int]:
-        counts = {"OK": 0, "NON-STRICT": 0, "INFORMATIONAL": 0, "FAILED": 0}
+        counts = {"OK": 0, "NON-STRICT": 0, "INFORMATIONAL": 0, "NOT-REACHED": 0, "FAILED": 0}
         for result in self.results:
             counts[result.verdict.verdict] += 1
         return counts

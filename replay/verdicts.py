@@ -19,7 +19,8 @@ OK = "OK"
 NON_STRICT = "NON-STRICT"
 INFORMATIONAL = "INFORMATIONAL"
 FAILED = "FAILED"
-ORDER = (OK, INFORMATIONAL, NON_STRICT, FAILED)
+NOT_REACHED = "NOT-REACHED"  # the client never took the conversation to the cut: no judgement, no failure
+ORDER = (OK, INFORMATIONAL, NON_STRICT, NOT_REACHED, FAILED)
 
 
 @dataclass(frozen=True)
