@@ -222,3 +222,13 @@ def select(cases: Sequence[Case], patterns: Sequence[str]) -> list[Case]:
     if not patterns:
         return list(cases)
     return [c for c in cases if any(fnmatch.fnmatchcase(c.id, pattern) for pattern in patterns)]
+
+
+def shard(cases: Sequence[Case], index: int, count: int) -> list[Case]:
+    """Shard ``index`` of ``count`` (1-based), for a CI matrix: every case lands in exactly one shard.
+
+    Round-robin over the corpus order, so each shard gets a like share of every cassette and area.
+    """
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"shard {index}/{count}: K/N needs 1 <= K <= N")
+    return [case for position, case in enumerate(cases) if position % count == index - 1]

@@ -36,6 +36,7 @@ class RunOptions:
     case_timeout: float = 30.0  # connect + replay to the cut + window
     tolerance_ms: int = 250  # truncate vs playback estimate before it is worth a note
     concurrency: int = 16
+    latency_ms: float = 0.0  # the server answers client events (and the cancel tail) this late, as over a network
     rules: RuleBook = field(default_factory=RuleBook)
 
 

@@ -52,6 +52,8 @@ class ServerOptions:
     reject_beta: bool = False  # answer the beta header as the real server has since its retirement
     max_session_s: float = 3600.0  # then `session_expired` and close 1001, as the real API
     seed: int | str | None = None  # ids; None mints fresh ones per connection
+    play_user: bool = False  # voice turns on the recorded timeline, whatever audio the client appends
+    latency_ms: float = 0.0  # answers to client events (and the cancel tail) go out this late
 
 
 @dataclass
