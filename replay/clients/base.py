@@ -36,9 +36,14 @@ class ClientOutcome:
     """What the client reports about itself; the verdict comes from the wire, not from here."""
 
     exit_code: int | None = None
-    output: str = ""
+    output: str = ""  # the tail of what the client printed, stdout and stderr as they arrived
     notes: list[str] = field(default_factory=list)
     crashed: str | None = None  # a traceback or error text when the client itself blew up
+    # rtreplay ended the program (SIGTERM/SIGKILL after the grace period): its exit code is then ours, not a crash.
+    stopped_by_runner: bool = False
+    last_error_line: str | None = None  # the last line of its output that looks like an error (stderr first)
+    exited_at: float | None = None  # event-loop time the program exited (None: not a program, or not known)
+    output_dropped: int = 0  # characters of output before the kept tail
 
 
 class MissingDependency(RuntimeError):
