@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from replay.cassette import Cassette, WebSocketSession
+from replay.dialect import neutral_name
 from replay.engine import Conversation, Snapshot
 from replay.protocol import AUDIO_DELTA_TYPES
 
@@ -44,19 +45,23 @@ class Case:
 
 
 def cut_label(session: WebSocketSession, index: int) -> str:
-    """The canonical ``after:TYPE#N`` name of the cut after frame ``index``."""
-    etype = session.frames[index].type or "frame"
-    n = sum(1 for f in session.frames[: index + 1] if f.source == "server" and f.type == etype)
+    """The canonical ``after:TYPE#N`` name of the cut after frame ``index``, in GA names for both dialects.
+
+    The live server counts the events it sends under the same names, so the label means the same point
+    for a client of either dialect.
+    """
+    etype = neutral_name(session.frames[index].type or "frame")
+    n = sum(1 for f in session.frames[: index + 1] if f.source == "server" and neutral_name(f.type or "") == etype)
     return f"after:{etype}#{n}"
 
 
 def parse_cut(spec: str, session: WebSocketSession) -> int:
     """The frame index a cut names; the barge-in happens right after that frame."""
     if match := _AFTER.match(spec.strip()):
-        wanted, n = match["type"], int(match["n"])
+        wanted, n = neutral_name(match["type"]), int(match["n"])
         seen = 0
         for index, frame in enumerate(session.frames):
-            if frame.source == "server" and frame.type == wanted:
+            if frame.source == "server" and neutral_name(frame.type or "") == wanted:
                 seen += 1
                 if seen == n:
                     return index

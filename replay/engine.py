@@ -15,11 +15,15 @@ import copy
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from replay import protocol as p
+from replay.dialect import event_name, session_to
 from replay.protocol import Dialect, IdFactory
 from replay.rules import RuleBook
+
+if TYPE_CHECKING:
+    from replay.script import Step
 
 Event = dict[str, Any]
 
@@ -74,6 +78,9 @@ class Response:
     raw: dict[str, Any]
     out_of_band: bool
     items: list[str] = field(default_factory=list)
+    text_only: bool = False  # the live request asked for text: recorded audio is rendered as its transcript
+    cancelling: bool = False  # a cancel was accepted; its tail is on the way
+    recorded_items: dict[str, str] = field(default_factory=dict)  # recorded item id -> live item id
 
 
 @dataclass(frozen=True)
@@ -191,6 +198,8 @@ class Conversation:
         model: str | None = None,
         audio_quantum_ms: int = 1,
         created_at: int = 0,
+        template: dict[str, Any] | None = None,
+        enforce_t2: bool = True,
     ) -> None:
         self.dialect: Dialect = dialect
         self.rules = rules or RuleBook()
@@ -199,6 +208,14 @@ class Conversation:
         self.session: dict[str, Any] = p.default_session(
             dialect, session_id=self.ids("sess"), model=model, created_at=created_at
         )
+        if template is not None:  # the recorded session's settings, in this client's dialect
+            recorded = session_to(template, dialect)
+            for key in ("id", "object", "expires_at", "client_secret"):
+                recorded.pop(key, None)
+            if model:
+                recorded.pop("model", None)
+            self.session = _merge(self.session, recorded)
+        self.enforce_t2 = enforce_t2  # off where the recording's audio was cut at the source
         self.conversation_id = self.ids("conv")
         self.items: dict[str, Item] = {}  # insertion order == conversation order
         self.response: Response | None = None
@@ -208,11 +225,21 @@ class Conversation:
         self.assistant_audio = False  # any model audio produced (voice lock, T11)
         self.notes: list[str] = []  # server-side inconsistencies seen in the frames sent
         self._requested: str | None = None  # id reserved by an accepted response.create
-        self._metadata: Any = None  # response.metadata of that response.create (echoed)
+        self._params: dict[str, Any] = {}  # the options of that response.create
+        self._used_ids: set[str] = set()  # item ids ever used, so a recorded id is never reused
+        self._speech_item: str | None = None  # the user item that the speech being heard becomes
         self._out_of_band_pending = False
         self._vad_ms = 0
         self._on_server: dict[str, Callable[[Event], Event]] = self._server_handlers()
         self._on_client: dict[str, Callable[[Event], list[Event]]] = self._client_handlers()
+
+    def session_created(self) -> list[Event]:
+        """The first frames of every session: the live session (beta adds conversation.created, §1.3)."""
+        events = [self._ev("session.created", session=copy.deepcopy(self.session))]
+        if self.dialect == "beta":
+            events.append(self._ev("conversation.created",
+                                   conversation={"id": self.conversation_id, "object": "realtime.conversation"}))
+        return events
 
     # ------------------------------------------------------------------ client side
 
@@ -428,7 +455,8 @@ class Conversation:
     # conversation items ----------------------------------------------------------------
 
     def _last_item_id(self) -> str | None:
-        return next(reversed(self.items), None) if self.items else None
+        """The last item the conversation holds (an output item not yet added is not in it)."""
+        return next((key for key in reversed(self.items) if self.items[key].held), None)
 
     def _item_announcements(self, previous: str | None, item: dict[str, Any]) -> list[Event]:
         if self.dialect == "beta":
@@ -519,7 +547,7 @@ class Conversation:
         produced = self.produced_ms(item, content_index)
         if produced is None:
             raise Refusal("T1")
-        if audio_end_ms > produced:
+        if audio_end_ms > produced and self.enforce_t2:
             raise Refusal("T2", produced_ms=produced, audio_end_ms=audio_end_ms)
         return [self._ev("conversation.item.truncated", item_id=item_id, content_index=content_index,
                          audio_end_ms=audio_end_ms)]
@@ -553,6 +581,7 @@ class Conversation:
         if params is not None:
             _check_type(params, dict, "response", "an object")
         params = params or {}
+        self._validate_response(params)
         out_of_band = params.get("conversation") == "none"
         if not out_of_band:
             active = self.response.id if self.response and not self.response.out_of_band else self._requested
@@ -560,23 +589,55 @@ class Conversation:
                 raise Refusal("T9", response_id=active)
         response_id = self.ids("resp")
         self._requested = None if out_of_band else response_id
-        self._metadata = params.get("metadata")
         self._out_of_band_pending = out_of_band
-        # No recording answers this request: the honest answer is an empty, completed response.
+        self._params = params
         created = self._response_object(response_id, "in_progress", None, [], None, params)
-        done = self._response_object(response_id, "completed", None, [], empty_usage(self.dialect), params)
-        return [self._ev("response.created", response=created), self._ev("response.done", response=done)]
+        return [self._ev("response.created", response=created)]
+
+    def _validate_response(self, params: dict[str, Any]) -> None:
+        conversation = params.get("conversation")
+        if conversation is not None and conversation not in ("auto", "none"):
+            raise Refusal("T13", value=conversation, param="response.conversation",
+                          supported=p.oxford_list(["auto", "none"]))
+        key = "output_modalities" if self.dialect == "ga" else "modalities"
+        modalities = params.get(key)
+        if modalities is not None:
+            _check_type(modalities, list, f"response.{key}", "an array of strings")
+            for i, modality in enumerate(modalities):
+                if modality not in ("audio", "text"):
+                    raise Refusal("T13", value=modality, param=f"response.{key}[{i}]",
+                                  supported=p.oxford_list(["text", "audio"]))
+        for name in ("instructions",):
+            if params.get(name) is not None:
+                _check_type(params[name], str, f"response.{name}", "a string")
+
+    def response_modalities(self, params: dict[str, Any]) -> list[str]:
+        """What a response outputs: the request's modalities, else the live session's."""
+        if self.dialect == "ga":
+            value = params.get("output_modalities") or self.session.get("output_modalities") or ["audio"]
+        else:
+            value = params.get("modalities") or self.session.get("modalities") or ["audio", "text"]
+        return list(value)
 
     def _response_object(self, response_id: str, status: str, details: Any, output: list[Any], usage: Any,
                          params: dict[str, Any]) -> dict[str, Any]:
         obj: dict[str, Any] = {"object": "realtime.response", "id": response_id, "status": status,
                                "status_details": details, "output": output}
+        audio_out = self.session.get("audio", {}).get("output", {}) if self.dialect == "ga" else {}
+        requested = (params.get("audio") or {}).get("output") or {} if self.dialect == "ga" else {}
         if self.dialect == "ga":
             obj["conversation_id"] = None if params.get("conversation") == "none" else self.conversation_id
-            obj["output_modalities"] = params.get("output_modalities", self.session.get("output_modalities"))
+            obj["output_modalities"] = self.response_modalities(params)
             obj["max_output_tokens"] = params.get("max_output_tokens", self.session.get("max_output_tokens", "inf"))
-            obj["audio"] = {"output": {k: v for k, v in self.session.get("audio", {}).get("output", {}).items()
-                                       if k in ("format", "voice")}}
+            obj["audio"] = {"output": {"format": requested.get("format", audio_out.get("format")),
+                                       "voice": requested.get("voice", audio_out.get("voice"))}}
+        else:
+            obj["modalities"] = self.response_modalities(params)
+            obj["voice"] = params.get("voice", self.session.get("voice"))
+            obj["output_audio_format"] = params.get("output_audio_format", self.session.get("output_audio_format"))
+            obj["temperature"] = params.get("temperature", self.session.get("temperature"))
+            obj["max_output_tokens"] = params.get("max_response_output_tokens",
+                                                  self.session.get("max_response_output_tokens", "inf"))
         obj["usage"] = usage
         obj["metadata"] = params.get("metadata")
         return obj
@@ -587,7 +648,124 @@ class Conversation:
             _check_type(wanted, str, "response_id", "a string")
         if self.response is None or (wanted and wanted != self.response.id):
             raise Refusal("T10")
+        if self.response.cancelling:
+            return []  # the first cancel's tail is on its way; the server says nothing twice
+        self.response.cancelling = True
         return self.cancel_tail("client_cancelled")
+
+    # --------------------------------------------------------------- model output (steps)
+
+    def render_step(self, step: Step) -> list[Event]:
+        """The wire events of one recorded model-output step, under the live response's ids.
+
+        Not applied: the caller sends each through :meth:`send_server`, in order, before the next.
+        """
+        kind, data = step.kind, step.data
+        if kind == "raw":  # session-level frames the response brought (rate_limits.updated)
+            return [{**data, "event_id": self.ids("event")}]
+        response = self.response
+        if response is None:
+            return []
+        if kind == "done":
+            return [self._response_done(response, step)]
+        if kind == "item":
+            return [self._output_item_added(response, data)]
+        item = self._current_item(response)
+        if item is None:
+            return []
+        at = {"response_id": response.id, "item_id": item.id, "output_index": item.output_index}
+        part_at = {**at, "content_index": max(0, len(item.parts) - 1)}
+        audio_part = bool(item.parts) and item.parts[-1].type == "audio"
+        text = response.text_only
+        if kind == "held":
+            if response.out_of_band:
+                return []
+            name = event_name("conversation.item.added", self.dialect)
+            return [self._ev(str(name), previous_item_id=self._last_item_id(), item=self.item_object(item))]
+        if kind == "item_held_done":
+            if response.out_of_band or self.dialect == "beta":
+                return []
+            obj = self.item_object(item, status="completed")
+            return [self._ev("conversation.item.done", previous_item_id=self._previous_of(item.id), item=obj)]
+        if kind == "item_done":
+            return [self._ev("response.output_item.done", response_id=response.id, output_index=item.output_index,
+                             item=self.item_object(item, status="completed"))]
+        if kind == "part":
+            ptype = "text" if text else data.get("type", "text")
+            added = {"type": "audio", "transcript": ""} if ptype == "audio" else {"type": "text", "text": ""}
+            return [self._ev("response.content_part.added", **at, content_index=len(item.parts), part=added)]
+        if kind == "audio":
+            if text or not audio_part:
+                return []
+            delta = data.get("delta")
+            if isinstance(delta, dict):  # compacted in the cassette: that many bytes of silence
+                delta = silence_b64(int(delta.get("$audio", {}).get("bytes", 0)))
+            return [self._ev(p.AUDIO_DELTA[self.dialect], **part_at, delta=delta or "")]
+        if kind in ("transcript", "text"):
+            delta = data.get("delta") or ""
+            if audio_part:
+                return [self._ev(p.TRANSCRIPT_DELTA[self.dialect], **part_at, delta=delta)]
+            return [self._ev(p.TEXT_DELTA[self.dialect], **part_at, delta=delta)]
+        if kind == "audio_done":
+            return [self._ev(p.AUDIO_DONE[self.dialect], **part_at)] if audio_part else []
+        if kind in ("transcript_done", "text_done"):
+            if not item.parts:
+                return []
+            part = item.parts[-1]
+            if audio_part:
+                return [self._ev(p.TRANSCRIPT_DONE[self.dialect], **part_at, transcript=part.transcript or "")]
+            return [self._ev(p.TEXT_DONE[self.dialect], **part_at, text=part.text)]
+        if kind == "part_done":
+            if not item.parts:
+                return []
+            part = item.parts[-1]
+            final = {"type": "audio", "transcript": part.transcript or ""} if part.type == "audio" else \
+                {"type": "text", "text": part.text}
+            return [self._ev("response.content_part.done", **part_at, part=final)]
+        if kind == "arguments":
+            item.extra["arguments"] = item.extra.get("arguments", "") + str(data.get("delta") or "")
+            return [self._ev("response.function_call_arguments.delta", **at, call_id=item.extra.get("call_id"),
+                             delta=data.get("delta") or "")]
+        if kind == "arguments_done":
+            arguments = data.get("arguments")
+            if isinstance(arguments, str):
+                item.extra["arguments"] = arguments
+            return [self._ev("response.function_call_arguments.done", **at, call_id=item.extra.get("call_id"),
+                             name=item.extra.get("name"), arguments=item.extra.get("arguments", ""))]
+        return []
+
+    def _current_item(self, response: Response) -> Item | None:
+        return self.items.get(response.items[-1]) if response.items else None
+
+    def _output_item_added(self, response: Response, data: dict[str, Any]) -> Event:
+        recorded = data.get("id")
+        item_id = recorded if isinstance(recorded, str) and recorded not in self.items \
+            and recorded not in self._used_ids else self.ids("item")
+        self._used_ids.add(item_id)
+        if isinstance(recorded, str):
+            response.recorded_items[recorded] = item_id
+        obj: dict[str, Any] = {"id": item_id, "type": data.get("type", "message"), "status": "in_progress"}
+        if obj["type"] == "message":
+            obj.update(role=data.get("role", "assistant"), content=[])
+        else:
+            obj.update(name=data.get("name"), call_id=data.get("call_id"), arguments="")
+        if self.dialect == "beta":
+            obj["object"] = "realtime.item"
+        return self._ev("response.output_item.added", response_id=response.id, output_index=len(response.items),
+                        item=obj)
+
+    def _response_done(self, response: Response, step: Step | None) -> Event:
+        data = step.data if step is not None else {}
+        status = data.get("status", "completed")
+        final = dict(response.raw)
+        outputs = [self.item_object(self.items[i]) for i in response.items if i in self.items]
+        final.update(status=status, status_details=data.get("status_details"), output=outputs,
+                     usage=data.get("usage") or empty_usage(self.dialect))
+        return self._ev("response.done", response=final)
+
+    def finish_empty(self) -> list[Event]:
+        """No recorded response is left to play: the honest answer is an empty, completed response."""
+        return [self._response_done(self.response, None)] if self.response is not None else []
 
     def cancel_tail(self, reason: str) -> list[Event]:
         """The `.done` frames that close an active response, ending in `response.done` cancelled."""
@@ -631,14 +809,58 @@ class Conversation:
         events.append(self._ev("response.done", response=final))
         return events
 
-    def barge_in(self) -> list[Event]:
-        """What the server sends when the user starts speaking now (reference §8.3)."""
+    # ------------------------------------------------------------------ the user's voice
+
+    def speech_started(self, item_id: str | None = None, audio_start_ms: int | None = None) -> Event:
+        """`speech_started` for speech the server hears now (reference §7: backdated by the padding)."""
         turn = self.turn_detection or {}
         padding = turn.get("prefix_padding_ms", 300)
-        start = max(int(self.input_audio_ms) - (padding if isinstance(padding, int) else 300), self._vad_ms, 0)
-        events = [self._ev("input_audio_buffer.speech_started", audio_start_ms=start, item_id=self.ids("item"))]
-        interrupt = turn.get("interrupt_response", True) if self.turn_detection is not None else False
-        if interrupt and self.response is not None and not self.response.out_of_band:
+        if audio_start_ms is None:
+            audio_start_ms = max(int(self.input_audio_ms) - (padding if isinstance(padding, int) else 300),
+                                 self._vad_ms, 0)
+        self._speech_item = item_id if item_id and item_id not in self.items else self.ids("item")
+        return self._ev("input_audio_buffer.speech_started", audio_start_ms=audio_start_ms,
+                        item_id=self._speech_item)
+
+    def interrupts(self) -> bool:
+        """Whether speech now auto-cancels the active response (`interrupt_response`, reference §8.3)."""
+        turn = self.turn_detection
+        interrupt = turn.get("interrupt_response", True) if turn is not None else False
+        return bool(interrupt) and self.response is not None and not self.response.out_of_band \
+            and not self.response.cancelling
+
+    def speech_stopped(self, transcript: str | None = None, audio_end_ms: int | None = None) -> list[Event]:
+        """The end of the user's speech: stopped, committed, and the user's item (reference §8.2)."""
+        item_id = self._speech_item or self.ids("item")
+        self._speech_item = None
+        end = audio_end_ms if audio_end_ms is not None else max(int(self.input_audio_ms), self._vad_ms)
+        previous = self._last_item_id()
+        item = {"id": item_id, "type": "message", "status": "completed", "role": "user",
+                "content": [{"type": "input_audio", "transcript": transcript}]}
+        return [self._ev("input_audio_buffer.speech_stopped", audio_end_ms=end, item_id=item_id),
+                self._ev("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),
+                *self._item_announcements(previous, item)]
+
+    def creates_response(self) -> bool:
+        """Whether a committed voice turn starts a response: the live session's `create_response`."""
+        turn = self.turn_detection
+        return turn is not None and bool(turn.get("create_response", True))
+
+    def auto_response(self) -> list[Event]:
+        """`response.created` for a response the server starts on its own after a voice turn."""
+        if self.response is not None and not self.response.out_of_band:
+            return []
+        self._params = {}
+        self._out_of_band_pending = False
+        return [self._ev("response.created", response=self._response_object(self.ids("resp"), "in_progress", None,
+                                                                           [], None, {}))]
+
+    def barge_in(self) -> list[Event]:
+        """What the server sends when the user starts speaking now (reference §8.3)."""
+        events = [self.speech_started()]
+        if self.interrupts():
+            assert self.response is not None
+            self.response.cancelling = True
             events += self.cancel_tail("turn_detected")
         return events
 
@@ -807,16 +1029,14 @@ class Conversation:
 
     def _on_response_created(self, event: Event) -> Event:
         raw = event["response"]
-        if self._metadata is not None and raw.get("metadata") != self._metadata:
-            raw = {**raw, "metadata": self._metadata}
-            event = {**event, "response": raw}
-        self._metadata = None
         out_of_band = self._out_of_band_pending or raw.get("conversation_id", "x") is None
         self._out_of_band_pending = False
         if not out_of_band and self.response is not None and not self.response.out_of_band:
             self.notes.append(f"response.created {raw.get('id')} while {self.response.id} was still active")
         self._requested = None
-        self.response = self.last_response = Response(raw.get("id", ""), raw, out_of_band)
+        modalities = raw.get("output_modalities") or raw.get("modalities") or ["audio"]
+        self.response = self.last_response = Response(raw.get("id", ""), raw, out_of_band,
+                                                      text_only="audio" not in modalities)
         return event
 
     def _on_output_item_added(self, event: Event) -> Event:
@@ -864,7 +1084,9 @@ class Conversation:
     def _on_audio_delta(self, event: Event) -> Event:
         delta = event["delta"]
         part = self._part(event)
-        if isinstance(delta, str):
+        if part.truncated:  # the item's audio ends where the client truncated it
+            pass
+        elif isinstance(delta, str):
             part.audio_bytes += p.b64_decoded_len(delta)
         elif isinstance(delta, dict) and isinstance(delta.get("$audio"), dict):  # compacted, straight from a cassette
             part.audio_bytes += int(delta["$audio"].get("bytes", 0))

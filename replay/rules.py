@@ -29,6 +29,7 @@ class Rule:
     evidence: Evidence
     source: str
     close: int | None = None  # the server closes the socket with this code right after the error
+    fix: str = ""  # what a correct client does instead, for verdict reasons
 
     @property
     def verified(self) -> bool:
@@ -41,36 +42,48 @@ RULES: tuple[Rule, ...] = (
     Rule("T1", "truncate of an item that is not model-output audio with >=1 audio byte produced "
          "(user item, text-only assistant item, function_call, or assistant audio before its first delta)",
          _R, "unsupported_content_type", "Only model output audio messages can be truncated", None, "echo",
-         "report", "livekit/agents #6157, #6158, #6249, #1016, #1050"),
+         "report", "livekit/agents #6157, #6158, #6249, #1016, #1050",
+         fix="with 0 ms played, delete the item if the server holds it, or send nothing (livekit/agents PR #6249); "
+             "never truncate text or function-call items"),
     Rule("T2", "truncate with audio_end_ms greater than the audio the server produced for that part",
          _R, "invalid_value", "Audio content of {produced_ms}ms is already shorter than {audio_end_ms}ms", None,
-         "null", "report", "pipecat #2106, #925, #3677; twilio-samples #45; ReviewStage/luke #564"),
+         "null", "report", "pipecat #2106, #925, #3677; twilio-samples #45; ReviewStage/luke #564",
+         fix="clamp audio_end_ms to the audio received for that item, minus what was already truncated"),
     Rule("T3", "truncate of an item id the server does not hold",
          _R, "item_truncate_invalid_item_id", "Error truncating item: the item with id '{item_id}' does not exist.",
-         None, "echo", "unverified", "code handled by many clients; message follows T4/T5"),
+         None, "echo", "unverified", "code handled by many clients; message follows T4/T5",
+         fix="truncate only an item the server announced with conversation.item.added (or .created in beta) and has "
+             "not deleted"),
     Rule("T4", "delete of an item id the server does not hold (including a second delete)",
          _R, "item_delete_invalid_item_id", "Error deleting item: the item with id '{item_id}' does not exist.",
-         None, "echo", "report", "speaches conformance test run against OpenAI"),
+         None, "echo", "report", "speaches conformance test run against OpenAI",
+         fix="delete only an item the server holds: not before its conversation.item.added, and once only (wait for "
+             "conversation.item.deleted)"),
     Rule("T5", "retrieve of an item id the server does not hold",
          _R, "item_retrieve_invalid_item_id", "Error retrieving item: the item with id '{item_id}' does not exist.",
          None, "echo", "report", "speaches conformance test run against OpenAI"),
     Rule("T6", "item create with a previous_item_id the server does not hold",
          _R, "item_create_invalid_previous_item_id",
          "Error adding item: the previous item with id '{previous_item_id}' does not exist.", None, "echo",
-         "unverified", "speaches mimics the message; the code is probable"),
+         "unverified", "speaches mimics the message; the code is probable",
+         fix="name as previous_item_id only an item the server announced"),
     Rule("T8", "input_audio_buffer.commit with less than 100 ms appended since the last commit",
          _R, "input_audio_buffer_commit_empty",
          "Error committing input audio buffer: buffer too small. Expected at least 100ms of audio, "
          "but buffer only has {buffered_ms:.2f}ms of audio.", None, "echo",
-         "capture", "nijimaku capture notes (0 ms and 50 ms, event_id echoed); livekit; betalgo/openai #674"),
+         "capture", "nijimaku capture notes (0 ms and 50 ms, event_id echoed); livekit; betalgo/openai #674",
+         fix="commit only with 100 ms or more appended since the last commit"),
     Rule("T9", "response.create while a response is writing to the default conversation",
          _R, "conversation_already_has_active_response",
          "Conversation already has an active response in progress: {response_id}. "
          "Wait until the response is finished before creating a new one.", None, "echo",
-         "report", "client test fixture and run log; many clients match the code"),
+         "report", "client test fixture and run log; many clients match the code",
+         fix="after a cancel, wait for the cancelled response's response.done before response.create"),
     Rule("T10", "response.cancel with no active response (finished, or already auto-cancelled by VAD)",
          _R, "response_cancel_not_active", "Cancellation failed: no active response found", None, "echo",
-         "capture", "lm15 capture note; mapluisch/OpenAI-Realtime-API-for-Unity #5; hashintel/hash #9399"),
+         "capture", "lm15 capture note; mapluisch/OpenAI-Realtime-API-for-Unity #5; hashintel/hash #9399",
+         fix="cancel only between response.created and response.done; with interrupt_response on, the server "
+             "cancels by itself at speech_started"),
     Rule("T11", "session.update changing the voice after assistant audio exists",
          _R, "cannot_update_voice", "Cannot update a conversation's voice if assistant audio is present.", None,
          "echo", "report", "many clients; the whole update is rejected"),

@@ -23,7 +23,7 @@ from replay.clients.base import Client, ClientOutcome, Target
 from replay.cuts import Case
 from replay.rules import RuleBook
 from replay.server import Cut, LiveSession, ReplayServer, ServerOptions
-from replay.verdicts import FAILED, NON_STRICT, Verdict, judge
+from replay.verdicts import FAILED, NON_STRICT, NOT_REACHED, Verdict, judge
 
 DUMMY_KEY = "sk-rtreplay-dummy-key"
 
@@ -32,8 +32,9 @@ DUMMY_KEY = "sk-rtreplay-dummy-key"
 class RunOptions:
     speed: float = 1.0  # recorded timing, so a player has really played what it says
     quiet: float = 0.3  # the watch window closes after this long without a client frame
-    max_window: float = 3.0
+    max_window: float = 5.0  # the window holds the rest of the user's turn and the response it starts
     case_timeout: float = 30.0  # connect + replay to the cut + window
+    stall: float = 3.0  # nothing due and the client silent this long before the cut: NOT-REACHED
     tolerance_ms: int = 250  # truncate vs playback estimate before it is worth a note
     concurrency: int = 16
     latency_ms: float = 0.0  # the server answers client events (and the cancel tail) this late, as over a network
@@ -93,8 +94,9 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
     session = cassette.sessions[case.session_index]
     server = ReplayServer(
         cassette,
-        ServerOptions(speed=options.speed, session_index=case.session_index, rules=options.rules, seed=case.id),
-        cut=Cut(case.stop_after, case.cut, quiet=options.quiet, max_window=options.max_window),
+        ServerOptions(speed=options.speed, session_index=case.session_index, rules=options.rules, seed=case.id,
+                      play_user=True, latency_ms=options.latency_ms),
+        cut=Cut(case.cut, quiet=options.quiet, max_window=options.max_window, stall=options.stall),
     )
     async with server:
         model = session.model or "gpt-realtime"
@@ -110,6 +112,10 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
         done, _ = await asyncio.wait({client_task, watcher}, timeout=options.case_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
         timed_out = not done
+        if client_task in done and watcher not in done:
+            # The client ended on its own: the session it leaves may still be closing its window.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(watcher), options.quiet + 0.5)
         stop.set()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -120,24 +126,43 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
             outcome = ClientOutcome(crashed="the client did not stop within 10 s of being asked to")
     live = _judged_session(server.sessions)
     log = _case_log(case, client, live, outcome)
-    if live is None:
-        why = outcome.crashed or "the client never connected"
-        verdict = Verdict(FAILED, f"no session: {why}")
-    else:
-        closed_early = live.cut_at is not None and not any(e.get("mark") == "window closed" for e in live.log.entries)
-        verdict = judge(live.engine_snapshot or case.snapshot, live.log.entries, tolerance_ms=options.tolerance_ms,
-                        client_closed_early=closed_early)
-        if verdict.verdict != FAILED and live.failure:
-            verdict = Verdict(FAILED, live.failure, verdict.errors, verdict.actions, verdict.estimate_ms,
-                              verdict.details)
-        if live.cut_at is None:
-            waiting = live.scheduler.pending_gate if live.scheduler else None
-            hint = f"; the replay was waiting for a client {waiting.type}" if waiting is not None else ""
-            crash = f"; the client failed: {outcome.crashed.splitlines()[-1]}" if outcome.crashed else ""
-            verdict = Verdict(FAILED, f"the replay never reached the cut{' (timed out)' if timed_out else ''}"
-                              f"{hint}{crash}")
-    divergences = [d.describe() for d in live.scheduler.divergences] if live and live.scheduler else []
+    verdict = _verdict(case, live, outcome, options, timed_out)
+    divergences = [d.describe() for d in live.divergences] if live is not None else []
     return CaseResult(case, client.name, verdict, time.perf_counter() - started, log, outcome, divergences)
+
+
+def _verdict(case: Case, live: LiveSession | None, outcome: ClientOutcome, options: RunOptions,
+             timed_out: bool) -> Verdict:
+    crash = _crash(outcome)
+    if live is None:
+        return Verdict(FAILED, f"no session: {crash or 'the client never connected'}")
+    if live.cut_at is None:
+        if crash:
+            return Verdict(FAILED, f"the client failed before the cut: {crash}")
+        why = live.stalled or ("the case timed out before the cut" if timed_out else
+                               "the client closed the connection before the cut")
+        return Verdict(NOT_REACHED, why)
+    closed_early = not any(e.get("mark") == "window closed" for e in live.log.entries)
+    verdict = judge(live.engine_snapshot or case.snapshot, live.log.entries, tolerance_ms=options.tolerance_ms,
+                    client_closed_early=closed_early)
+    if verdict.verdict != FAILED and live.failure:
+        verdict = Verdict(FAILED, live.failure, verdict.errors, verdict.actions, verdict.estimate_ms, verdict.details)
+    if verdict.verdict != FAILED and crash:
+        verdict = Verdict(FAILED, f"the client failed after the barge-in: {crash} (it had sent: "
+                                  f"{', '.join(verdict.actions) or 'nothing'})",
+                          verdict.errors, verdict.actions, verdict.estimate_ms, verdict.details)
+    return verdict
+
+
+def _crash(outcome: ClientOutcome) -> str | None:
+    """How the client failed on its own, if it did: an exception, or an exit code it chose."""
+    if outcome.crashed:
+        return outcome.crashed.strip().splitlines()[-1]
+    stopped = getattr(outcome, "stopped_by_runner", True)
+    if outcome.exit_code not in (None, 0) and not stopped:
+        line = getattr(outcome, "last_error_line", None)
+        return f"it exited with code {outcome.exit_code}" + (f": {line}" if line else "")
+    return None
 
 
 async def _guarded(client: Client, target: Target, stop: asyncio.Event) -> ClientOutcome:
@@ -153,7 +178,7 @@ async def _guarded(client: Client, target: Target, stop: asyncio.Event) -> Clien
 async def _window_closed(server: ReplayServer) -> None:
     """Returns once a session's watch window has closed, or every connection ended short of the cut."""
     while True:
-        reached = next((s for s in server.sessions if s.cut_at is not None or s.failure), None)
+        reached = next((s for s in server.sessions if s.cut_at is not None or s.failure or s.stalled), None)
         if reached is not None:
             await reached.window_closed.wait()
             return
@@ -166,8 +191,8 @@ async def _window_closed(server: ReplayServer) -> None:
 
 
 def _judged_session(sessions: Sequence[LiveSession]) -> LiveSession | None:
-    """The connection that reached the cut (a reconnecting client may open several)."""
-    return next((s for s in sessions if s.cut_at is not None), sessions[0] if sessions else None)
+    """The connection that reached the cut (a reconnecting client may open several), else the last."""
+    return next((s for s in sessions if s.cut_at is not None), sessions[-1] if sessions else None)
 
 
 def _case_log(case: Case, client: Client, live: LiveSession | None, outcome: ClientOutcome) -> list[dict[str, Any]]:

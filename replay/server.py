@@ -1,17 +1,22 @@
 """The replay server: a thin asyncio shell over websockets' sans-I/O protocol, h11, the engine and
-the scheduler.
+the players.
 
 One TCP port serves both the Realtime WebSocket (`/v1/realtime`, `/openai/realtime`,
 `/openai/v1/realtime`) and the cassette's recorded HTTP interactions. Every connection gets its
-own engine and scheduler, so concurrent sessions never share state. All decisions live in the
-pure objects; this module only moves bytes and keeps time.
+own engine, so concurrent sessions never share state. The engine is the server: the recording is
+data about the model (its responses, played when the live conversation starts one) and the user
+(their turns); every frame is rendered by the engine in the client's dialect. This module only
+moves bytes and keeps time.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -26,17 +31,22 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from replay.cassette import Cassette, Frame, WebSocketSession, expand_audio
-from replay.engine import Conversation, Event, Snapshot
+from replay.cassette import Cassette
+from replay.dialect import neutral_name
+from replay.engine import Conversation, Event, Received, Snapshot
+from replay.matching import DEFAULT_IGNORE, Divergence, StrictMatcher
+from replay.player import ResponsePlayer, Speech, User
 from replay.protocol import Dialect, IdFactory
 from replay.rules import RuleBook
-from replay.scheduler import DEFAULT_IGNORE, ReplayScheduler
+from replay.script import Script, script_of
 from replay.wirelog import WireLog
 from replay.wsio import receive_frames, send_pending, serve_connection
 
 REALTIME_PATHS = ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime")
 MAX_HEAD = 64 * 1024
 MAX_FRAME = 32 * 1024 * 1024  # the API takes 15 MiB of audio per append, ~20 MiB of base64
+_AFTER = re.compile(r"^after:(?P<type>[a-z_.]+)#(?P<n>\d+)$")
+_AT = re.compile(r"^at:(?P<s>\d+(\.\d+)?)s?$")
 
 
 @dataclass
@@ -54,44 +64,29 @@ class ServerOptions:
     seed: int | str | None = None  # ids; None mints fresh ones per connection
     play_user: bool = False  # voice turns on the recorded timeline, whatever audio the client appends
     latency_ms: float = 0.0  # answers to client events (and the cancel tail) go out this late
+    on_event: Callable[[str], None] | None = None  # one line per connection and per divergence, for `serve`
 
 
 @dataclass
 class Cut:
-    """Where the conformance runner barges in, and how long it then watches the client."""
+    """Where the conformance runner barges in, and how long it then watches the client.
 
-    stop_after: int  # index of the recorded frame after which the user starts speaking
+    ``label`` is ``after:TYPE#N`` (right after the Nth server event of that type, in GA names,
+    that the live session sent) or ``at:SECONDS`` (since the socket opened).
+    """
+
     label: str
-    quiet: float = 0.3  # the window closes after this long without a client frame...
-    max_window: float = 3.0  # ...or after this long in all
+    quiet: float = 0.3  # the window closes after this long without a client frame (appends aside)...
+    max_window: float = 5.0  # ...or after this long in all
+    stall: float = 3.0  # nothing due and the client silent this long before the cut: not reached
 
-
-@dataclass
-class PreparedSession:
-    """A recorded session ready to send: compacted audio expanded, server frames pre-serialized."""
-
-    session: WebSocketSession
-    frames: list[Frame]
-    wire: list[bytes | None]
-
-    @classmethod
-    def build(cls, session: WebSocketSession) -> PreparedSession:
-        frames: list[Frame] = []
-        wire: list[bytes | None] = []
-        for frame in session.frames:
-            if frame.event is not None:
-                event = expand_audio(frame.event) if frame.source == "server" else frame.event
-                frame = Frame(frame.t, frame.source, event=event)
-            frames.append(frame)
-            if frame.source != "server":
-                wire.append(None)
-            elif frame.event is not None:
-                wire.append(json.dumps(frame.event, ensure_ascii=False, separators=(",", ":")).encode())
-            elif frame.binary is not None:
-                wire.append(frame.binary)
-            else:
-                wire.append((frame.text or "").encode())
-        return cls(session, frames, wire)
+    def __post_init__(self) -> None:
+        after, at = _AFTER.match(self.label), _AT.match(self.label)
+        if after is None and at is None:
+            raise ValueError(f"{self.label}: a cut is 'after:TYPE#N' or 'at:SECONDS'")
+        self.after_type = after["type"] if after else None
+        self.after_n = int(after["n"]) if after else 0
+        self.at_s = float(at["s"]) if at else None
 
 
 @dataclass
@@ -103,7 +98,7 @@ class LiveSession:
     path: str
     model: str | None
     engine: Conversation
-    scheduler: ReplayScheduler | None
+    script: Script | None
     log: WireLog
     cut: Cut | None = None
     cut_at: float | None = None
@@ -112,8 +107,11 @@ class LiveSession:
     close_code: int | None = None
     close_reason: str | None = None
     failure: str | None = None  # strict-mode mismatch, or why the server gave up
-    prepared: PreparedSession | None = None
     engine_snapshot: Snapshot | None = None  # what the server held when the user barged in
+    stalled: str | None = None  # why the session stopped short of the cut: the step the client did not take
+    responses_started: int = 0
+    divergences: list[Divergence] = field(default_factory=list)
+    client: str = ""  # the client's address
 
 
 SessionHook = Callable[[LiveSession], Awaitable[None] | None]
@@ -136,7 +134,7 @@ class ReplayServer:
         self.cut = cut
         self.sessions: list[LiveSession] = []
         self.session_started = asyncio.Event()
-        self._prepared = [PreparedSession.build(s) for s in cassette.sessions] if cassette else []
+        self.scripts = [script_of(cassette, i) for i in range(len(cassette.sessions))] if cassette else []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._connections = 0
@@ -241,32 +239,45 @@ class ReplayServer:
         send_pending(protocol, writer)
         if response.status_code != 101:
             return
-        session = self._new_session(request, url.path, parse_qs(url.query))
+        peer = writer.get_extra_info("peername")
+        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
+        session = self._new_session(request, url.path, parse_qs(url.query), address)
         connection = _Connection(self, session, protocol, reader, writer)
         await connection.run(self._refusal(request, url.query))
 
-    def _new_session(self, request: Request, path: str, query: dict[str, list[str]]) -> LiveSession:
+    def session_choice(self, index: int) -> int:
+        """Which recorded session a connection replays: the one asked for, else the next in turn."""
+        chosen = self.options.session_index if self.options.session_index is not None else index
+        return chosen % len(self.scripts)
+
+    def warnings(self) -> list[str]:
+        """What a user of these recordings should know before trusting a verdict or a T2."""
+        out = []
+        if any(script.audio_cut_at_source for script in self.scripts):
+            out.append("the recording's audio was cut at the source: conversation.item.truncate is not checked "
+                       "against the audio length (T2) for its responses")
+        for index, script in enumerate(self.scripts):
+            out += [f"session {index}: {note}" for note in script.notes]
+        return out
+
+    def _new_session(self, request: Request, path: str, query: dict[str, list[str]], peer: str) -> LiveSession:
         index = self._connections
         self._connections += 1
-        prepared: PreparedSession | None = None
-        if self._prepared:
-            chosen = self.options.session_index if self.options.session_index is not None else index
-            prepared = self._prepared[chosen % len(self._prepared)]
+        script = self.scripts[self.session_choice(index)] if self.scripts else None
         dialect: Dialect = "beta" if wants_beta(request.headers) else "ga"
         models = query.get("model") or query.get("deployment")
         model = models[0] if models else None
         seed = self.options.seed if self.options.seed is not None else time.time_ns() + index
         engine = Conversation(dialect, rules=self.options.rules, ids=IdFactory(seed), model=model,
-                              audio_quantum_ms=self.options.audio_quantum_ms, created_at=int(time.time()))
-        scheduler = None
-        if prepared is not None:
-            stop_after = self.cut.stop_after if self.cut else None
-            scheduler = ReplayScheduler(prepared.frames, speed=self.options.speed, strict=self.options.strict,
-                                        ignore=self.options.ignore, stop_after=stop_after)
-        session = LiveSession(index, dialect, path, model, engine, scheduler, WireLog(), cut=self.cut,
-                              prepared=prepared)
+                              audio_quantum_ms=self.options.audio_quantum_ms, created_at=int(time.time()),
+                              template=script.session if script is not None else None,
+                              enforce_t2=not (script is not None and script.audio_cut_at_source))
+        session = LiveSession(index, dialect, path, model, engine, script, WireLog(), cut=self.cut, client=peer)
         self.sessions.append(session)
         self.session_started.set()
+        if self.options.on_event is not None:
+            self.options.on_event(f"session {index}: {dialect} client, model {engine.session.get('model')}, "
+                                  f"from {peer}")
         return session
 
     def _refusal(self, request: Request, query: str) -> tuple[str, dict[str, Any]] | None:
@@ -319,24 +330,41 @@ def _masked(key: str) -> str:
 
 
 class _Connection:
-    """Moves one session's frames between the socket and the pure objects."""
+    """Moves one session's frames between the socket and the pure objects, and keeps its time."""
 
     def __init__(self, server: ReplayServer, session: LiveSession, protocol: ServerProtocol,
                  reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        options = server.options
         self.server = server
         self.session = session
+        self.engine = session.engine
+        self.script = session.script
         self.protocol = protocol
         self.reader = reader
         self.writer = writer
         self.loop = asyncio.get_running_loop()
         self.start = self.loop.time()
         self.wake = asyncio.Event()
-        self.last_client_at = self.start
+        self.speed = options.speed
+        self.latency = max(0.0, options.latency_ms) / 1000
+        self.player: ResponsePlayer | None = None
+        self.user = User(self.script, timeline=options.play_user, speed=options.speed) if self.script else None
+        self.outbox: list[tuple[float, int, Event, str]] = []  # (due, seq, event, origin): the network pipe
+        self.deferred: list[tuple[float, int, Callable[[], None]]] = []  # server-side work that takes time
+        self.seq = itertools.count()
+        self.counts: dict[str, int] = {}
+        self.last_client_at = 0.0  # the last client frame other than an audio append
+        self.last_activity = 0.0
+        recorded = [f.event for f in self._recorded_session().frames if f.source == "client" and f.event is not None] \
+            if self.script is not None else []
+        self.matcher = StrictMatcher(recorded, options.ignore) if self.script is not None else None
         self._fragments: list[bytes] = []
         self._fragment_op: Opcode | None = None
-        prepared = session.prepared
-        self.wire = prepared.wire if prepared else []
-        self.recorded_close = prepared.session.close if prepared else None
+
+    def _recorded_session(self) -> Any:
+        cassette = self.server.cassette
+        assert cassette is not None
+        return cassette.sessions[self.server.session_choice(self.session.index)]
 
     def now(self) -> float:
         return self.loop.time() - self.start
@@ -348,12 +376,12 @@ class _Connection:
             await self._drain()
             await self._read_until_closed()
             return
-        if session.scheduler is None or not any(f.type == "session.created" for f in session.scheduler.frames):
-            for event in self._session_created():
-                self._send_event(event, "engine")
-        if session.scheduler is not None:
-            session.scheduler.start(0.0)
-        sender = asyncio.create_task(self._send_loop())
+        if self.user is not None:
+            self.user.opened(0.0)
+        for event in self.engine.session_created():
+            self._emit(event, "engine")
+        self._flush()
+        sender = asyncio.create_task(self._tick_loop())
         try:
             await self._read_loop()
         finally:
@@ -365,79 +393,94 @@ class _Connection:
             session.window_closed.set()
             session.closed.set()
 
-    def _session_created(self) -> list[Event]:
-        """No recorded greeting: the default session of the dialect (beta adds conversation.created)."""
-        engine = self.session.engine
-        events = [{"type": "session.created", "event_id": engine.ids("event"), "session": engine.session}]
-        if engine.dialect == "beta":
-            conversation = {"id": engine.ids("conv"), "object": "realtime.conversation"}
-            events.append({"type": "conversation.created", "event_id": engine.ids("event"),
-                           "conversation": conversation})
-        return events
-
     def _close_with(self, rule_id: str, **fields: Any) -> None:
         """An error frame and, in the same instant, the close the rule says (handshake refusals, expiry)."""
-        rules = self.session.engine.rules
-        error = rules.error(rule_id, event_id=None, server_event_id=self.session.engine.ids("event"), **fields)
-        self._send_event(error, "engine")
+        rules = self.engine.rules
+        error = rules.error(rule_id, event_id=None, server_event_id=self.engine.ids("event"), **fields)
+        self._write(error, "engine")
         code = rules.rules[rule_id].close or 1000
         reason = rules.close_reason(rule_id, **fields)
         self.protocol.send_close(code, reason)
         send_pending(self.protocol, self.writer)
         self.session.log.mark(self.now(), f"{rule_id}: close {code} {reason}")
 
-    # -- sending
+    # -- sending: every event is applied to the engine when the server makes it, and reaches the
+    #    client `latency` later, in order, as through a network
 
-    def _send_event(self, event: Event, origin: str, wire: bytes | None = None) -> None:
+    def _emit(self, event: Event, origin: str) -> None:
         if self.protocol.state is not State.OPEN:
             return
-        sent = self.session.engine.send_server(event)
-        if wire is None or sent is not event:
-            wire = json.dumps(sent, ensure_ascii=False, separators=(",", ":")).encode()
-        self.protocol.send_text(wire)
-        send_pending(self.protocol, self.writer)
-        self.session.log.server(self.now(), sent, origin)
+        sent = self.engine.send_server(event)
+        now = self.now()
+        self.last_activity = now
+        heapq.heappush(self.outbox, (now + self.latency, next(self.seq), sent, origin))
+        self._after(sent)
 
-    def _send_recorded(self, index: int, frame: Frame) -> None:
-        if frame.event is not None:
-            self._send_event(frame.event, "recorded", self.wire[index])
-        elif self.protocol.state is State.OPEN:
-            data = self.wire[index] or b""
-            if frame.binary is not None:
-                self.protocol.send_binary(data)
-            else:
-                self.protocol.send_text(data)
-            send_pending(self.protocol, self.writer)
-            self.session.log.raw(self.now(), "server", frame.text, frame.binary)
+    def _emit_all(self, events: list[Event], origin: str) -> None:
+        for event in events:
+            self._emit(event, origin)
+
+    def _flush(self) -> None:
+        now = self.now()
+        while self.outbox and self.outbox[0][0] <= now:
+            _, _, event, origin = heapq.heappop(self.outbox)
+            self._write(event, origin)
+
+    def _write(self, event: Event, origin: str) -> None:
+        if self.protocol.state is not State.OPEN:
+            return
+        self.protocol.send_text(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+        send_pending(self.protocol, self.writer)
+        self.session.log.server(self.now(), event, origin)
+
+    def _later(self, delay: float, action: Callable[[], None]) -> None:
+        if delay <= 0:
+            action()
+        else:
+            heapq.heappush(self.deferred, (self.now() + delay, next(self.seq), action))
+
+    def _after(self, event: Event) -> None:
+        """What an event the server made sets going: the model's output, the end of a turn, the cut."""
+        etype = neutral_name(str(event.get("type")))
+        count = self.counts[etype] = self.counts.get(etype, 0) + 1
+        if etype == "response.created":
+            self._play_next(event)
+        elif etype == "response.done":
+            if self.user is not None:
+                self.user.response_ended(self.now())
+        cut = self.session.cut
+        if cut is not None and self.session.cut_at is None and cut.after_type == etype and count == cut.after_n:
+            self._barge_in()
+
+    def _play_next(self, created: Event) -> None:
+        session = self.session
+        responses = self.script.responses if self.script is not None else []
+        index = session.responses_started
+        session.responses_started += 1
+        if index < len(responses):
+            self.player = ResponsePlayer(responses[index], self.now(), self.speed)
+        else:
+            session.log.mark(self.now(), f"response {index + 1}: the recording has no response left to play; "
+                                         "an empty completed response answers")
+            self._emit_all(self.engine.finish_empty(), "engine")
 
     async def _drain(self) -> None:
         with contextlib.suppress(ConnectionError):
             await self.writer.drain()
 
-    async def _send_loop(self) -> None:
-        session = self.session
-        scheduler = session.scheduler
-        cut = session.cut
+    # -- the clock
+
+    async def _tick_loop(self) -> None:
         limit = self.server.options.max_session_s
         while self.protocol.state is State.OPEN:
-            if self.now() >= limit:
+            now = self.now()
+            if now >= limit:
+                self._flush()
                 self._close_with("T18", minutes=f"{limit / 60:g}")
                 return
-            if scheduler is not None:
-                for index, frame in scheduler.due(self.now()):
-                    self._send_recorded(index, frame)
-                await self._drain()
-                if scheduler.cut_reached and cut is not None and session.cut_at is None:
-                    self._barge_in(cut)
-                    await self._drain()
-                if scheduler.exhausted and not scheduler.cut_reached and self.recorded_close \
-                        and self.recorded_close.get("by") == "server":
-                    code = self.recorded_close.get("code") or 1000
-                    # 1005/1006/1015 describe a close that never had a frame: they cannot be sent.
-                    self.protocol.send_close(1000 if code in (1005, 1006, 1015) else code,
-                                             self.recorded_close.get("reason") or "")
-                    send_pending(self.protocol, self.writer)
-                    return
+            self._tick(now)
+            self._flush()
+            await self._drain()
             timeout = self._next_timeout()
             self.wake.clear()
             if timeout <= 0:
@@ -446,30 +489,129 @@ class _Connection:
                 async with asyncio.timeout(timeout):
                     await self.wake.wait()
 
-    def _next_timeout(self) -> float:
-        session = self.session
-        deadlines = [self.server.options.max_session_s - self.now()]
-        if session.scheduler is not None and (deadline := session.scheduler.next_deadline()) is not None:
-            deadlines.append(deadline - self.now())
-        if session.cut_at is not None and not session.window_closed.is_set():
-            cut = session.cut
-            assert cut is not None
-            window_end = min(max(self.last_client_at, session.cut_at) + cut.quiet, session.cut_at + cut.max_window)
-            remaining = window_end - self.now()
-            if remaining <= 0:
-                session.window_closed.set()
-                session.log.mark(self.now(), "window closed")
-            else:
-                deadlines.append(remaining)
-        return min(deadlines)
+    def _tick(self, now: float) -> None:
+        while self.deferred and self.deferred[0][0] <= now:
+            heapq.heappop(self.deferred)[2]()
+        player = self.player
+        if player is not None:
+            for step in player.due(now):
+                self._emit_all(self.engine.render_step(step), "model")
+                if self.player is not player:
+                    break
+            if self.player is player and player.finished:
+                self.player = None
+        if self.user is not None:
+            engine = self.engine
+            listening = engine.turn_detection is not None
+            for speech in self.user.poll(now, input_ms=engine.input_audio_ms, listening=listening,
+                                         response_active=engine.response is not None):
+                self._speak(speech)
+        self._check_cut(now)
 
-    def _barge_in(self, cut: Cut) -> None:
+    def _speak(self, speech: Speech) -> None:
+        turn = speech.turn
+        engine = self.engine
+        timeline = self.user is not None and self.user.timeline
+        if speech.kind == "started":
+            start_ms = None if timeline or turn is None else turn.audio_start_ms
+            self._emit(engine.speech_started(turn.item_id if turn else None, start_ms), "user")
+            if engine.interrupts():
+                self._cancel("turn_detected")
+            return
+        end_ms = None if timeline or turn is None else turn.audio_end_ms
+        self._emit_all(engine.speech_stopped(turn.text if turn is not None else None, end_ms), "user")
+        if engine.creates_response():
+            self._emit_all(engine.auto_response(), "engine")
+
+    def _cancel(self, reason: str) -> None:
+        """The model stops at once; the cancel tail follows after the server's latency (reference §8.3-8.4)."""
+        if self.player is not None:
+            self.player.stop()
+        response = self.engine.response
+        if response is None:
+            return
+        response.cancelling = True
+        self._later(self.latency, lambda: self._emit_all(self.engine.cancel_tail(reason), "engine"))
+
+    def _barge_in(self) -> None:
         session = self.session
-        session.cut_at = self.now()
-        session.engine_snapshot = session.engine.snapshot()
-        session.log.mark(session.cut_at, f"cut {cut.label}: the user starts speaking", cut=True)
-        for event in session.engine.barge_in():
-            self._send_event(event, "barge-in")
+        cut = session.cut
+        assert cut is not None
+        now = self.now()
+        session.cut_at = now
+        session.engine_snapshot = self.engine.snapshot()
+        session.log.mark(now, f"cut {cut.label}: the user starts speaking", cut=True)
+        speech = self.user.interrupt(now) if self.user is not None else Speech("started", None)
+        self._speak(speech)
+
+    def _check_cut(self, now: float) -> None:
+        session = self.session
+        cut = session.cut
+        if cut is None or session.window_closed.is_set():
+            return
+        if session.cut_at is None:
+            if cut.at_s is not None and now >= cut.at_s:
+                self._barge_in()
+            elif not self._busy() and now - max(self.last_client_at, self.last_activity) >= cut.stall:
+                session.stalled = self._untaken_step()
+                session.log.mark(now, f"not reached: {session.stalled}")
+                session.window_closed.set()
+            return
+        if now - session.cut_at >= cut.max_window or (
+                not self._busy() and now - max(self.last_client_at, session.cut_at) >= cut.quiet):
+            session.log.mark(now, "window closed")
+            session.window_closed.set()
+
+    def _busy(self) -> bool:
+        """Something is due on the server's side: output playing, the user speaking or about to, answers in flight."""
+        if self.player is not None or self.outbox or self.deferred:
+            return True
+        if self.user is None:
+            return False
+        return self.user.busy or self.user.due_at(self.engine.input_audio_ms, True) is not None
+
+    def _untaken_step(self) -> str:
+        """The recorded step the client did not take, for a NOT-REACHED verdict."""
+        turn = self.user.turn if self.user is not None else None
+        responses = self.script.responses if self.script is not None else []
+        if turn is not None and turn.kind == "tool":
+            previous = responses[self.session.responses_started - 1] if self.session.responses_started else None
+            tools = ", ".join(previous.tools) if previous is not None and previous.tools else "the function"
+            return (f"the client never answered the function call {tools} (a function_call_output item, then "
+                    "response.create), so the next recorded response never started")
+        if self.engine.turn_detection is None:
+            return ("the live session has turn detection off and the client sent no response.create, so the next "
+                    "recorded response never started")
+        if not self.engine.creates_response():
+            return ("the live session has create_response off and the client sent no response.create, so the "
+                    "next recorded response never started")
+        if turn is None:
+            return "the recording has no further user turn, and the client started no response"
+        return f"user turn {turn.index + 1} ({turn.kind}) was never taken"
+
+    def _next_timeout(self) -> float:
+        now = self.now()
+        deadlines = [self.server.options.max_session_s - now]
+        if self.outbox:
+            deadlines.append(self.outbox[0][0] - now)
+        if self.deferred:
+            deadlines.append(self.deferred[0][0] - now)
+        if self.player is not None and (deadline := self.player.next_deadline()) is not None:
+            deadlines.append(deadline - now)
+        if self.user is not None:
+            due = self.user.due_at(self.engine.input_audio_ms, self.engine.turn_detection is not None)
+            if due is not None:
+                deadlines.append(due - now)
+        cut = self.session.cut
+        if cut is not None and not self.session.window_closed.is_set():
+            if self.session.cut_at is None:
+                if cut.at_s is not None:
+                    deadlines.append(cut.at_s - now)
+                deadlines.append(max(self.last_client_at, self.last_activity) + cut.stall - now)
+            else:
+                deadlines.append(min(max(self.last_client_at, self.session.cut_at) + cut.quiet,
+                                     self.session.cut_at + cut.max_window) - now)
+        return max(0.0, min(deadlines)) if min(deadlines) > 0 else 0.0
 
     # -- receiving
 
@@ -502,26 +644,63 @@ class _Connection:
     def _on_message(self, data: str | bytes) -> None:
         session = self.session
         now = self.now()
-        self.last_client_at = now
-        received = session.engine.receive_client(data)
-        decision = None
-        if session.scheduler is not None:
-            decision = session.scheduler.receive(received.event, now)
-        session.log.client(now, data, received, decision)
-        if decision is not None and decision.fail:
-            assert decision.divergence is not None
-            session.failure = f"strict replay: {decision.divergence.describe()}"
-            session.log.mark(now, session.failure)
-            self.protocol.send_close(1008, "rtreplay strict: client diverged from the recording"[:120])
-            send_pending(self.protocol, self.writer)
-            return
-        if decision is None or not decision.scripted:
-            for event in received.reactions:
-                self._send_event(event, "engine")
-        if received.type == "session.close":
+        received = self.engine.receive_client(data)
+        etype = received.type
+        if etype not in ("input_audio_buffer.append", "session.input_audio_buffer.append"):
+            self.last_client_at = now
+        divergence = self.matcher.check(received.event) if self.matcher is not None else None
+        session.log.client(now, data, received, divergence)
+        if divergence is not None:
+            session.divergences.append(divergence)
+            self._divergence(divergence)
+            if self.server.options.strict:
+                return
+        self._tell_user(received)
+        if etype == "response.cancel" and received.rule is None and received.reactions:
+            self._cancel("client_cancelled")
+        else:
+            self._emit_all(received.reactions, "engine")
+        if etype == "session.close":
             self.protocol.send_close(1000, "")
             send_pending(self.protocol, self.writer)
+        self._flush()
         self.wake.set()
+
+    def _tell_user(self, received: Received) -> None:
+        user, event = self.user, received.event
+        if user is None or event is None or received.rule is not None:
+            return
+        etype = received.type
+        if etype in ("input_audio_buffer.append", "session.input_audio_buffer.append"):
+            user.appended()
+        elif etype == "conversation.item.create":
+            item = event.get("item") or {}
+            if item.get("type") == "function_call_output":
+                user.client_typed("tool")
+            elif item.get("role") == "user":
+                user.client_typed("message")
+        elif etype == "response.create" and (event.get("response") or {}).get("conversation") != "none":
+            user.client_typed("response")
+
+    def _divergence(self, divergence: Divergence) -> None:
+        text = f"session {self.session.index}: {divergence.describe()}"
+        on_event = self.server.options.on_event
+        if on_event is not None:
+            on_event(("strict replay: " if self.server.options.strict else "divergence: ") + text)
+        if self.server.options.strict:
+            self.session.failure = f"strict replay: {divergence.describe()}"
+            self.session.log.mark(self.now(), self.session.failure)
+            self._flush()
+            self.protocol.send_close(1008, _fit(divergence.describe(), 123))
+            send_pending(self.protocol, self.writer)
+
+
+def _fit(text: str, limit: int) -> str:
+    """The text cut to ``limit`` UTF-8 bytes (a close reason's room), with an ellipsis when cut."""
+    data = text.encode()
+    if len(data) <= limit:
+        return text
+    return data[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
 async def serve_forever(server: ReplayServer, on_ready: Callable[[ReplayServer], None] | None = None) -> None:

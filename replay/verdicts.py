@@ -14,6 +14,12 @@ from typing import Any
 
 from replay.engine import Snapshot
 from replay.protocol import AUDIO_DELTA_TYPES
+from replay.rules import RULES
+
+FIXES = {rule.id: rule.fix for rule in RULES if rule.fix}
+ADVICE_UNPLAYED = "a correct client deletes an item none of which was played (conversation.item.delete)"
+ADVICE_UNHEARD = ("a correct client truncates the item at the ms actually played "
+                  "(conversation.item.truncate, audio_end_ms clamped to the audio received)")
 
 OK = "OK"
 NON_STRICT = "NON-STRICT"
@@ -47,7 +53,9 @@ def _error_reason(entries: Sequence[dict[str, Any]], error_index: int) -> str:
     cause = next((e for e in reversed(entries[:error_index]) if e.get("dir") == "client" and e.get("rule")), None)
     answer = f" (answer to {cause['event'].get('type') if 'event' in cause else 'a frame'}" \
              f" at t={cause['t']:.3f}s, rule {cause['rule']})" if cause else ""
-    return f"server error {error.get('code')}: {error.get('message')}{answer}"
+    fix = FIXES.get(cause["rule"]) if cause else None
+    return f"server error {error.get('code')}: {error.get('message')}{answer}" + \
+        (f"; a correct client: {fix}" if fix else "")
 
 
 def judge(snapshot: Snapshot, entries: Sequence[dict[str, Any]], *, tolerance_ms: int = 250,
@@ -124,7 +132,7 @@ def _decide(snap: Snapshot, truncates: list[dict[str, Any]], deletes: list[dict[
     if snap.produced_ms == 0 and not truncates:
         if deletes:
             return OK, "deleted the unplayed assistant item (livekit PR #6249)"
-        return NON_STRICT, "unplayed assistant item left in the server's context"
+        return NON_STRICT, f"unplayed assistant item left in the server's context; {ADVICE_UNPLAYED}"
     if truncates:
         end = truncates[-1].get("audio_end_ms")
         extra = f" ({len(truncates)} truncates)" if len(truncates) > 1 else ""
@@ -139,7 +147,7 @@ def _decide(snap: Snapshot, truncates: list[dict[str, Any]], deletes: list[dict[
     if not snap.response_active and heard >= snap.produced_ms:
         return OK, "playback had finished: nothing to truncate"
     return NON_STRICT, (f"sent nothing: the server's context keeps {snap.produced_ms} ms of audio and its "
-                        f"transcript, though the user heard about {heard} ms")
+                        f"transcript, though the user heard about {heard} ms; {ADVICE_UNHEARD}")
 
 
 def worst(verdicts: Sequence[str]) -> str:

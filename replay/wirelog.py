@@ -17,7 +17,7 @@ from replay.protocol import b64_decoded_len
 
 if TYPE_CHECKING:
     from replay.engine import Received
-    from replay.scheduler import Decision
+    from replay.matching import Divergence
 
 
 def loggable(event: dict[str, Any]) -> dict[str, Any]:
@@ -35,7 +35,7 @@ class WireLog:
     def server(self, t: float, event: dict[str, Any], origin: str) -> None:
         self.entries.append({"t": round(t, 4), "dir": "server", "origin": origin, "event": loggable(event)})
 
-    def client(self, t: float, data: str | bytes, received: Received, decision: Decision | None) -> None:
+    def client(self, t: float, data: str | bytes, received: Received, divergence: Divergence | None = None) -> None:
         entry: dict[str, Any] = {"t": round(t, 4), "dir": "client"}
         if received.event is not None:
             entry["event"] = loggable(received.event)
@@ -45,12 +45,8 @@ class WireLog:
             entry["text"] = data if len(data) <= 2000 else data[:2000] + "..."
         if received.rule is not None:
             entry["rule"] = received.rule
-        if decision is not None:
-            entry["answered_by"] = "recording" if decision.scripted else "engine"
-            if decision.divergence is not None:
-                entry["divergence"] = decision.divergence.describe()
-        else:
-            entry["answered_by"] = "engine"
+        if divergence is not None:
+            entry["divergence"] = divergence.describe()
         self.entries.append(entry)
 
     def raw(self, t: float, source: str, text: str | None, binary: bytes | None) -> None:

@@ -1,0 +1,262 @@
+"""From cassette to script: a recording as data about the model and the user, not a tape.
+
+A recorded session is compiled into
+- the **opening**: the recorded ``session.created`` session, a template for the live one;
+- the **user's turns**: items the client typed, and voice turns (speech start/stop, committed audio
+  ms, transcript) that the server heard;
+- the **model's responses**, in order: each a timed list of :class:`Step` from its
+  ``response.created``, with its final status and usage.
+
+Acknowledgements of client events (``session.updated``, item acks, errors, ...) are dropped: the
+engine answers the live client itself. Recorded ids are kept as hints; the engine keeps them where
+they stay unique. Everything is in the neutral (GA) form (:mod:`replay.dialect`). Pure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from replay.cassette import Cassette, WebSocketSession
+from replay.dialect import normalize
+from replay.protocol import b64_decoded_len
+
+# Step kinds, in the order a response streams them; the engine renders each into its wire event.
+STEP_OF: dict[str, str] = {
+    "response.output_item.added": "item",
+    "conversation.item.added": "held",
+    "response.content_part.added": "part",
+    "response.output_audio.delta": "audio",
+    "response.output_audio_transcript.delta": "transcript",
+    "response.output_text.delta": "text",
+    "response.function_call_arguments.delta": "arguments",
+    "response.output_audio.done": "audio_done",
+    "response.output_audio_transcript.done": "transcript_done",
+    "response.output_text.done": "text_done",
+    "response.function_call_arguments.done": "arguments_done",
+    "response.content_part.done": "part_done",
+    "conversation.item.done": "item_held_done",
+    "response.output_item.done": "item_done",
+    "response.done": "done",
+}
+# Recorded frames that answer a client event: the live engine answers instead.
+ACKS = frozenset({
+    "session.created", "session.updated", "conversation.created", "transcription_session.updated",
+    "conversation.item.truncated", "conversation.item.deleted", "conversation.item.retrieved",
+    "input_audio_buffer.cleared", "error", "output_audio_buffer.cleared",
+})
+TRANSCRIPTION_PREFIX = "conversation.item.input_audio_transcription."
+DEFAULT_SPEECH_S = 0.6  # a typed turn spoken aloud lasts this long between speech start and stop
+
+
+@dataclass(frozen=True)
+class Step:
+    offset: float  # seconds after the response's response.created
+    kind: str  # a value of STEP_OF, or "raw" for a frame passed on as recorded (rate_limits.updated)
+    data: dict[str, Any]
+
+
+@dataclass
+class ModelResponse:
+    index: int
+    t: float  # recorded time of its response.created
+    steps: list[Step]
+    status: str = "completed"
+    status_details: Any = None
+    usage: Any = None
+    out_of_band: bool = False
+    audio_ms: int = 0  # audio the recording holds for it, at 48 bytes per ms
+
+    @property
+    def duration(self) -> float:
+        return self.steps[-1].offset if self.steps else 0.0
+
+    @property
+    def tools(self) -> list[str]:
+        """Names of the function calls it makes: a client must answer them for the next turn."""
+        return [s.data.get("name", "?") for s in self.steps
+                if s.kind == "item" and s.data.get("type") == "function_call"]
+
+
+@dataclass
+class UserTurn:
+    """What the user did between two responses: typed items, or speech the server's VAD heard."""
+
+    index: int
+    kind: Literal["typed", "voice", "tool"]
+    t: float  # recorded start: the first item typed, or speech_started
+    gap: float  # seconds after the previous response ended (or the session opened)
+    items: list[dict[str, Any]] = field(default_factory=list)  # as the client created them
+    speech_s: float = DEFAULT_SPEECH_S  # speech_started → speech_stopped
+    audio_start_ms: int | None = None  # recorded VAD offsets (voice turns)
+    audio_end_ms: int | None = None
+    item_id: str | None = None  # the recorded user item's id (voice turns)
+    transcript: str | None = None
+    transcription: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # after the commit
+    responds: bool = True  # the recording answered it with a response
+
+    @property
+    def text(self) -> str | None:
+        """What the user said or typed, for a spoken rendering of the turn."""
+        if self.transcript is not None:
+            return self.transcript
+        for item in self.items:
+            for part in item.get("content") or []:
+                if isinstance(part, dict) and isinstance(part.get("text"), str):
+                    return str(part["text"])
+        return None
+
+
+@dataclass
+class Script:
+    dialect: str
+    model: str | None
+    session: dict[str, Any] | None  # the recorded session.created session, neutral
+    turns: list[UserTurn]
+    responses: list[ModelResponse]
+    audio_cut_at_source: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def turn_before(self, response_index: int) -> UserTurn | None:
+        """The user turn whose response is the given one, if any."""
+        return next((t for t in self.turns if t.responds and self.response_of(t) == response_index), None)
+
+    def response_of(self, turn: UserTurn) -> int:
+        return sum(1 for t in self.turns[: turn.index + 1] if t.responds) - 1
+
+
+def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = False) -> Script:
+    """The script of one recorded session (see module doc)."""
+    frames = [(f.t, f.source, normalize(f.event, session.dialect) if f.event is not None else None)
+              for f in session.frames]
+    opening = next((e["session"] for _, src, e in frames if src == "server" and e is not None
+                    and e.get("type") == "session.created" and isinstance(e.get("session"), dict)), None)
+    responses: list[ModelResponse] = []
+    turns: list[UserTurn] = []
+    open_responses: dict[str, ModelResponse] = {}
+    last_end = frames[0][0] if frames else 0.0
+    pending: UserTurn | None = None  # the turn being built, until a response answers it
+    speech_at: float | None = None
+    notes: list[str] = []
+
+    def start_turn(kind: Literal["typed", "voice", "tool"], t: float) -> UserTurn:
+        nonlocal pending
+        if pending is None or pending.kind != kind:
+            pending = UserTurn(len(turns), kind, t, max(0.0, t - last_end), responds=False)
+            turns.append(pending)
+        return pending
+
+    for t, source, event in frames:
+        if event is None:
+            continue
+        etype = event.get("type", "")
+        if source == "client":
+            if etype == "conversation.item.create" and isinstance(event.get("item"), dict):
+                item = event["item"]
+                kind: Literal["typed", "tool"] = "tool" if item.get("type") == "function_call_output" else "typed"
+                start_turn(kind, t).items.append(item)
+            continue
+        rid = _response_id(event)
+        if etype == "response.created":
+            raw = event.get("response") or {}
+            response = ModelResponse(len(responses), t, [], out_of_band=raw.get("conversation_id", "") is None)
+            responses.append(response)
+            open_responses[rid or ""] = response
+            if pending is not None:
+                pending.responds = True
+                pending = None
+            else:
+                turns.append(UserTurn(len(turns), "typed", t, max(0.0, t - last_end), responds=True))
+            continue
+        owner = open_responses.get(rid or "") if rid is not None else None
+        if owner is None and etype in ("conversation.item.added", "conversation.item.done"):
+            owner = _owner(open_responses, event)
+        if owner is not None and etype in STEP_OF:
+            response = owner
+            response.steps.append(Step(round(t - response.t, 6), STEP_OF[etype], _step_data(etype, event)))
+            if etype == "response.output_audio.delta":
+                response.audio_ms += _audio_bytes(event.get("delta")) // 48
+            if etype == "response.done":
+                raw = event.get("response") or {}
+                response.status = raw.get("status") or "completed"
+                response.status_details = raw.get("status_details")
+                response.usage = raw.get("usage")
+                open_responses.pop(rid or "", None)
+                last_end = t
+            continue
+        if etype == "rate_limits.updated" and responses:
+            last = responses[-1]
+            last.steps.append(Step(round(t - last.t, 6), "raw", event))
+            continue
+        if etype == "input_audio_buffer.speech_started":
+            speech_at = t
+            turn = start_turn("voice", t)
+            turn.audio_start_ms = event.get("audio_start_ms")
+            turn.item_id = event.get("item_id")
+        elif etype == "input_audio_buffer.speech_stopped" and pending is not None and pending.kind == "voice":
+            pending.audio_end_ms = event.get("audio_end_ms")
+            pending.speech_s = max(0.0, t - (speech_at if speech_at is not None else t))
+        elif etype.startswith(TRANSCRIPTION_PREFIX):
+            speaker = next((u for u in reversed(turns) if u.item_id == event.get("item_id")), None)
+            if speaker is not None:
+                speaker.transcription.append((t, event))
+                if etype.endswith(".completed") and isinstance(event.get("transcript"), str):
+                    speaker.transcript = event["transcript"]
+        elif etype in ACKS or etype in ("input_audio_buffer.committed", "conversation.item.added",
+                                        "conversation.item.done", "conversation.item.created"):
+            continue
+        else:
+            notes.append(f"{etype} at {t:.3f}s belongs to no response or turn: not replayed")
+    return Script(session.dialect, session.model, opening, turns, responses, audio_cut_at_source, notes)
+
+
+def _response_id(event: dict[str, Any]) -> str | None:
+    rid = event.get("response_id")
+    if isinstance(rid, str):
+        return rid
+    response = event.get("response")
+    if isinstance(response, dict) and isinstance(response.get("id"), str):
+        return str(response["id"])
+    return None
+
+
+def _owner(open_responses: dict[str, ModelResponse], event: dict[str, Any]) -> ModelResponse | None:
+    """The response whose output item a conversation.item.added/done is about."""
+    item_id = (event.get("item") or {}).get("id")
+    for response in open_responses.values():
+        if any(s.kind == "item" and s.data.get("id") == item_id for s in response.steps):
+            return response
+    return None
+
+
+def _step_data(etype: str, event: dict[str, Any]) -> dict[str, Any]:
+    """What a step needs from its recorded frame; ids and positions come from the live conversation."""
+    if etype == "response.output_item.added":
+        item = event.get("item") or {}
+        return {k: item[k] for k in ("id", "type", "role", "name", "call_id") if k in item}
+    if etype == "response.content_part.added":
+        part = event.get("part") or {}
+        return {"type": "audio" if part.get("type") in ("audio", "output_audio") else "text"}
+    if etype in ("response.output_audio.delta", "response.output_audio_transcript.delta",
+                 "response.output_text.delta", "response.function_call_arguments.delta"):
+        return {"delta": event.get("delta")}
+    if etype == "response.function_call_arguments.done":
+        return {"arguments": event.get("arguments")}
+    return {}
+
+
+def _audio_bytes(delta: Any) -> int:
+    if isinstance(delta, str):
+        return b64_decoded_len(delta)
+    if isinstance(delta, dict) and isinstance(delta.get("$audio"), dict):
+        return int(delta["$audio"].get("bytes", 0))
+    return 0
+
+
+def script_of(cassette: Cassette, index: int) -> Script:
+    """The script of a cassette's session, compiled once per loaded cassette."""
+    cache: dict[int, Script] = cassette.__dict__.setdefault("_scripts", {})
+    if index not in cache:
+        cache[index] = compile_session(cassette.sessions[index],
+                                       audio_cut_at_source=bool(cassette.metadata.get("audio_truncated_at_source")))
+    return cache[index]
