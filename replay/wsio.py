@@ -29,7 +29,7 @@ async def receive_frames(reader: asyncio.StreamReader, protocol: ServerProtocol,
         try:
             data = await reader.read(65536)
         except ConnectionError:
-            data = b""
+            data = _buffered(reader)  # the next read raises again, with nothing left: EOF
         if data:
             protocol.receive_data(data)
         else:
@@ -42,6 +42,21 @@ async def receive_frames(reader: asyncio.StreamReader, protocol: ServerProtocol,
             await writer.drain()
         if not data or protocol.state is State.CLOSED or protocol.close_expected():
             return  # the server closes TCP once the closing handshake is done (RFC 6455 §7.1.1)
+
+
+def _buffered(reader: asyncio.StreamReader) -> bytes:
+    """Bytes that arrived before a connection reset and were never read.
+
+    asyncio's ``read`` raises the stored reset before returning what it already buffered, so a
+    client's last frame before an abrupt close (a crash right after its ``conversation.item.delete``)
+    would be lost. The buffer is asyncio's private ``_buffer``; without it, nothing is salvaged.
+    """
+    buffer = getattr(reader, "_buffer", None)
+    if not isinstance(buffer, bytearray) or not buffer:
+        return b""
+    data = bytes(buffer)
+    buffer.clear()
+    return data
 
 
 async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
