@@ -11,7 +11,7 @@ import importlib
 from importlib.metadata import entry_points
 from typing import cast
 
-from replay.clients.base import Client
+from replay.clients.base import Client, MissingDependency
 
 BUILTIN: dict[str, str] = {
     "reference-naive": "replay.clients.reference:NAIVE",
@@ -40,7 +40,7 @@ def get_client(name: str) -> Client:
     if spec is None:
         for ep in entry_points(group="rtreplay.clients"):
             if ep.name == name:
-                return cast(Client, ep.load())
+                return _checked(name, ep.load(), f"entry point {ep.value}")
         if ":" not in name:
             raise UnknownClient(f"unknown client {name!r}; choose one of: {', '.join(names())}, "
                                 "or name a driver as package.module:ATTRIBUTE")
@@ -48,9 +48,26 @@ def get_client(name: str) -> Client:
     module_name, _, attribute = spec.partition(":")
     try:
         module = importlib.import_module(module_name)
+    except MissingDependency:
+        raise
     except ModuleNotFoundError as exc:
         raise UnknownClient(f"client {name!r}: cannot import {module_name} ({exc})") from None
+    except Exception as exc:  # a driver that fails to import is named, not a traceback
+        raise UnknownClient(f"client {name!r}: importing {module_name} failed: {type(exc).__name__}: {exc}") \
+            from None
     try:
-        return cast(Client, getattr(module, attribute))
+        found = getattr(module, attribute)
     except AttributeError:
         raise UnknownClient(f"client {name!r}: {module_name} has no {attribute}") from None
+    return _checked(name, found, spec)
+
+
+def _checked(name: str, found: object, where: str) -> Client:
+    """The object if it can be run as a client; a user naming the wrong thing hears what a client is."""
+    what = "see the Client protocol in replay/clients/base.py: an object with a name and async run(target, stop)"
+    named = f"client {name!r}" + (f" ({where})" if where != name else "")
+    if isinstance(found, type):
+        raise UnknownClient(f"{named} is a class; name an instance of it ({what})")
+    if not callable(getattr(found, "run", None)) or not isinstance(getattr(found, "name", None), str):
+        raise UnknownClient(f"{named} is not a client ({what})")
+    return cast(Client, found)
