@@ -216,7 +216,7 @@ def check(
         if not own:
             continue
         report = _run_with_progress(checked, own, options, cassettes)
-        console.print(reports.console_table(report))
+        console.print(reports.ConsoleReport(report))
         console.print(reports.summary_line(report), highlight=False)
         many = len(clients) > 1
         with clear_errors():

@@ -10,25 +10,28 @@ from __future__ import annotations
 import html
 import json
 import re
+import textwrap
 import xml.etree.ElementTree as ET
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
 from typing import Any
 
-from rich.table import Table
+from rich.cells import cell_len
+from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
 from replay.cassette import AUDIO_FIELD
+from replay.clients.base import ClientOutcome
 from replay.files import read_text, write_atomic
 from replay.protocol import format_bytes_per_ms
 from replay.render import audio_bytes, summarize
 from replay.runner import CaseResult, RunReport
-from replay.verdicts import FAILED, INFORMATIONAL, NON_STRICT, OK, ORDER
+from replay.verdicts import FAILED, INFORMATIONAL, NON_STRICT, NOT_REACHED, OK, ORDER
 from replay.wirelog import WireLog
 
-COLORS = {OK: "green", INFORMATIONAL: "blue", NON_STRICT: "yellow", FAILED: "red"}
+COLORS = {OK: "green", INFORMATIONAL: "blue", NON_STRICT: "yellow", NOT_REACHED: "magenta", FAILED: "red"}
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 # Characters XML 1.0 cannot carry at all (ANSI escapes in a client's traceback, say).
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -41,28 +44,81 @@ def _client_label(report: RunReport) -> str:
 # ---------------------------------------------------------------------------- terminal
 
 
-def console_table(report: RunReport) -> Table:
-    """One row per case; every cell is a `Text` so brackets in a reason are never read as rich markup."""
-    table = Table(title=Text(f"{_client_label(report)} — rtreplay {report.tool_version}", style="bold"),
-                  caption=Text(f"started {report.started_at}"), show_lines=False)
-    table.add_column("case", no_wrap=True)
-    table.add_column("title")
-    table.add_column("cassette/cut", overflow="fold")
-    table.add_column("verdict", no_wrap=True)
-    table.add_column("reason", overflow="fold")
-    for result in report.results:
-        case, verdict = result.case, result.verdict.verdict
-        table.add_row(Text(case.id), Text(case.title), Text(f"{case.cassette_name}\n{case.cut}"),
-                      Text(verdict, style=f"bold {COLORS.get(verdict, '')}"), Text(result.verdict.reason))
-    return table
+class ConsoleReport:
+    """The terminal view, fitted to the console's width when printed.
+
+    A line per case: its id and verdict never wrap, the title is shortened to what is left. A case
+    that is not OK gets its reason on up to two lines below (``quiet``: only those cases, one line
+    each). Everything is a `Text`, so brackets in a title or a reason are never read as markup.
+    """
+
+    def __init__(self, report: RunReport, *, quiet: bool = False, note: str | None = None) -> None:
+        self.report = report
+        self.quiet = quiet
+        self.note = note
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        width = options.max_width
+        header = f"{_client_label(self.report)}{_note(self.note)} — rtreplay {self.report.tool_version}"
+        yield _fit(Text(header, style="bold"), width)
+        id_width = max((len(r.case.id) for r in self.report.results), default=0)
+        verdict_width = max(len(v) for v in ORDER)
+        indent = " " * (id_width + 2)
+        shortened = False
+        for result in self.report.results:
+            case, verdict = result.case, result.verdict.verdict
+            if self.quiet and verdict == OK:
+                continue
+            line = Text(case.id.ljust(id_width) + "  ")
+            line.append(verdict.ljust(verdict_width), style=f"bold {COLORS.get(verdict, '')}")
+            room = width - line.cell_len - 2
+            if room >= 8:
+                line.append("  ")
+                line.append(_fit(Text(case.title), room))
+            yield _fit(line, width)
+            if verdict != OK:
+                lines, cut = _reason_lines(result.verdict.reason, width - len(indent), 1 if self.quiet else 2)
+                shortened = shortened or cut
+                yield from (Text(indent) + part for part in lines)
+        if shortened:
+            yield _fit(Text("(reasons shortened to fit: --json, --html and --junit-xml have them whole)",
+                            style="dim"), width)
 
 
-def summary_line(report: RunReport) -> str:
-    """One line for a CI log, every verdict counted even at zero so runs compare at a glance."""
+def _note(note: str | None) -> str:
+    return f", {note}" if note else ""
+
+
+def _fit(text: Text, width: int) -> Text:
+    """One line of at most ``width`` cells, ending in an ellipsis when shortened."""
+    text.no_wrap = True
+    text.truncate(max(width, 1), overflow="ellipsis")
+    return text
+
+
+def _reason_lines(reason: str, width: int, most: int) -> tuple[list[Text], bool]:
+    """A reason wrapped at spaces (never inside an id or a code) on at most ``most`` lines; whether it was cut."""
+    width = max(width, 20)
+    lines = textwrap.wrap(reason, width, break_long_words=False, break_on_hyphens=False) or [""]
+    cut = len(lines) > most or any(cell_len(line) > width for line in lines)
+    kept = lines[:most]
+    if len(lines) > most:
+        kept[-1] = kept[-1][: width - 2].rstrip() + " …"
+    return [_fit(Text(line), width) for line in kept], cut
+
+
+def coverage(report: RunReport) -> tuple[int, int]:
+    """(cases reached, cases run): a case is reached unless the client never took it to the cut."""
+    return sum(1 for r in report.results if r.verdict.verdict != NOT_REACHED), len(report.results)
+
+
+def summary_line(report: RunReport, *, note: str | None = None) -> str:
+    """One line for a CI log: coverage, then every verdict counted even at zero so runs compare at a glance."""
     counts = report.counts()
-    total = len(report.results)
+    reached, total = coverage(report)
     tally = ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in ORDER)
-    return f"{_client_label(report)}: {total} case{'' if total == 1 else 's'} — {tally} in {report.duration:.1f} s"
+    return (f"{_client_label(report)}{_note(note)}: {reached} of {total} case{'' if total == 1 else 's'} reached — "
+            f"{tally} in {report.duration:.1f} s")
 
 
 # ---------------------------------------------------------------------------- JSON and logs
@@ -89,30 +145,43 @@ def _case_json(result: CaseResult, *, include_logs: bool = False) -> dict[str, A
         "divergences": list(result.divergences),
         "duration": round(result.duration, 3),
         "exit_code": outcome.exit_code,
+        "stopped_by_runner": outcome.stopped_by_runner,
+        "last_error_line": outcome.last_error_line,
         "notes": list(outcome.notes),
         "crashed": outcome.crashed,
+        "output": outcome.output,
+        "output_dropped": outcome.output_dropped,
     }
     if include_logs:
         out["wire_log"] = result.log
     return out
 
 
-def to_json(report: RunReport, *, include_logs: bool = False) -> dict[str, Any]:
-    """The whole run as JSON values, for tools that compare runs or render their own views."""
+def to_json(report: RunReport, *, include_logs: bool = False,
+            settings: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The whole run as JSON values, for tools that compare runs or render their own views.
+
+    ``settings``: the conditions of the run worth comparing across runs (the server's latency, say).
+    """
+    reached, total = coverage(report)
     return {
         "client": report.client,
         "client_version": report.client_version,
         "tool_version": report.tool_version,
         "started_at": report.started_at,
         "duration": round(report.duration, 3),
+        "settings": dict(settings or {}),
+        "reached": reached,
+        "selected": total,
         "counts": report.counts(),
         "cases": [_case_json(result, include_logs=include_logs) for result in report.results],
     }
 
 
-def write_json(report: RunReport, path: str | Path, *, include_logs: bool = False) -> None:
-    write_atomic(Path(path), json.dumps(to_json(report, include_logs=include_logs), indent=2,
-                                        ensure_ascii=False) + "\n")
+def write_json(report: RunReport, path: str | Path, *, include_logs: bool = False,
+               settings: Mapping[str, Any] | None = None) -> None:
+    data = to_json(report, include_logs=include_logs, settings=settings)
+    write_atomic(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
 
 
 def write_logs(report: RunReport, directory: str | Path) -> list[Path]:
@@ -153,8 +222,21 @@ def _client_text(result: CaseResult) -> str:
     lines = ["client actions after the cut:", *(f"- {a}" for a in actions or ["(nothing)"])]
     if result.verdict.estimate_ms is not None:
         lines.append(f"playback estimate at the cut: {result.verdict.estimate_ms} ms")
+    if fate := exit_text(result.outcome):
+        lines.append(f"client: {fate}")
+    if result.outcome.last_error_line:
+        lines.append(f"client's last error line: {result.outcome.last_error_line}")
     lines += [f"client note: {note}" for note in result.outcome.notes]
     return "\n".join(lines)
+
+
+def exit_text(outcome: ClientOutcome) -> str | None:
+    """How a program ended, so rtreplay's own SIGTERM never reads like a crash."""
+    if outcome.exit_code is None:
+        return None
+    if outcome.stopped_by_runner:
+        return f"still running after the case: stopped by rtreplay (exit code {outcome.exit_code})"
+    return f"exited on its own with code {outcome.exit_code}"
 
 
 def _out_text(result: CaseResult) -> str:
@@ -169,7 +251,8 @@ def _err_text(result: CaseResult) -> str:
     if outcome.crashed:
         parts.append(f"the client crashed:\n{outcome.crashed}")
     if outcome.output:
-        parts.append(f"client output (last 8000 characters):\n{outcome.output[-8000:]}")
+        parts.append(f"client output (its last {min(len(outcome.output), 8000)} characters):\n"
+                     f"{outcome.output[-8000:]}")
     return "\n\n".join(parts)
 
 
@@ -180,18 +263,22 @@ def _sub(parent: ET.Element, tag: str, text: str | None = None, **attrs: str) ->
     return element
 
 
-def write_junit(report: RunReport, path: str | Path, *, strict: bool = False) -> None:
-    """One suite, one testcase per case; NON-STRICT is a failure only when ``strict`` (as the gate counts it)."""
+def write_junit(report: RunReport, path: str | Path, *, strict: bool = False,
+                settings: Mapping[str, Any] | None = None) -> None:
+    """One suite, one testcase per case; NON-STRICT is a failure only when ``strict`` (as the gate counts it),
+    and a case the client never reached is skipped, with the reason."""
     failing = {id(r) for r in report.failed(strict=strict)}
     suite_name = f"rtreplay {report.client}"
     total, failures, time = str(len(report.results)), str(len(failing)), f"{report.duration:.3f}"
+    skipped = str(report.counts().get(NOT_REACHED, 0))
     root = ET.Element("testsuites", {"name": suite_name, "tests": total, "failures": failures, "errors": "0",
                                      "time": time})
-    suite = _sub(root, "testsuite", name=suite_name, tests=total, failures=failures, errors="0", skipped="0",
+    suite = _sub(root, "testsuite", name=suite_name, tests=total, failures=failures, errors="0", skipped=skipped,
                  time=time, timestamp=report.started_at, hostname="localhost")
     properties = _sub(suite, "properties")
     for name, value in (("client", report.client), ("client_version", report.client_version or "unknown"),
-                        ("rtreplay_version", report.tool_version), ("strict", str(strict).lower())):
+                        ("rtreplay_version", report.tool_version), ("strict", str(strict).lower()),
+                        *((key, str(value)) for key, value in (settings or {}).items())):
         _sub(properties, "property", name=name, value=value)
     package = report.client.replace(".", "_")  # CI tools split classnames on dots into packages
     for result in report.results:
@@ -203,6 +290,8 @@ def write_junit(report: RunReport, path: str | Path, *, strict: bool = False) ->
                      if isinstance(e.get("error"), dict) and e["error"].get("code")]
             kind = codes[0] if codes else "rtreplay" if result.verdict.verdict == FAILED else NON_STRICT
             _sub(testcase, "failure", _failure_text(result), message=result.verdict.reason, type=kind)
+        elif result.verdict.verdict == NOT_REACHED:
+            _sub(testcase, "skipped", _out_text(result), message=f"{NOT_REACHED}: {result.verdict.reason}")
         else:
             _sub(testcase, "system-out", _out_text(result))
         if err := _err_text(result):
@@ -227,6 +316,8 @@ white-space:nowrap}
 .v-INFORMATIONAL{background:#ddf4ff;color:#0550ae}
 .v-NON-STRICT{background:#fff8c5;color:#7d4e00}
 .v-FAILED{background:#ffebe9;color:#a40e26}
+.v-NOT-REACHED{background:#fff;color:#59636e;border:1px dashed #8c959f;font-style:italic}
+tr.not-reached td{color:#59636e}
 .counts .badge{margin-right:.4rem;font-size:1em}
 a{color:#0969da;text-decoration:none}
 details{border:1px solid #d1d9e0;border-radius:6px;margin:.6rem 0;padding:.3rem .7rem}
@@ -357,14 +448,17 @@ def _case_section(result: CaseResult) -> str:
     if verdict.errors:
         facts.append(("server errors", "".join(f"<pre>{_esc(json.dumps(e, indent=2, ensure_ascii=False))}</pre>"
                                                for e in verdict.errors)))
-    if outcome.exit_code is not None:
-        facts.append(("exit code", _esc(outcome.exit_code)))
+    if fate := exit_text(outcome):
+        facts.append(("the program", _esc(fate)))
+    if outcome.last_error_line:
+        facts.append(("last error line", f"<code>{_esc(outcome.last_error_line)}</code>"))
     if outcome.notes:
         facts.append(("client notes", "<br>".join(_esc(n) for n in outcome.notes)))
     if outcome.crashed:
         facts.append(("client crashed", f"<pre>{_esc(outcome.crashed)}</pre>"))
     if outcome.output:
-        facts.append(("client output", f"<pre>{_esc(outcome.output[-8000:])}</pre>"))
+        dropped = f"({outcome.output_dropped} earlier characters not kept)\n" if outcome.output_dropped else ""
+        facts.append(("client output", f"<pre>{_esc(dropped + outcome.output)}</pre>"))
     facts.append(("duration", _esc(f"{result.duration:.2f} s")))
     rows = "\n".join(f'<tr class="{_esc(r.classes)}"><td class="t">{r.t}</td><td class="dir">{r.direction}</td>'
                      f"<td>{r.kind}</td><td>{r.fields}</td></tr>" for r in _timeline(result.log))
@@ -375,12 +469,15 @@ def _case_section(result: CaseResult) -> str:
             f"</thead><tbody>\n{rows}\n</tbody></table></details>")
 
 
-def render_html(report: RunReport) -> str:
+def render_html(report: RunReport, *, settings: Mapping[str, Any] | None = None) -> str:
     """One page with no external assets, so it can be attached to a CI run and opened offline."""
     counts = report.counts()
     label = _client_label(report)
+    reached, total = coverage(report)
+    conditions = "".join(f" · {_esc(key)} {_esc(value)}" for key, value in (settings or {}).items())
     index = "\n".join(
-        f'<tr><td><a href="#case-{_esc(r.case.id)}">{_esc(r.case.id)}</a></td><td>{_esc(r.case.title)}</td>'
+        f'<tr class="{"not-reached" if r.verdict.verdict == NOT_REACHED else ""}">'
+        f'<td><a href="#case-{_esc(r.case.id)}">{_esc(r.case.id)}</a></td><td>{_esc(r.case.title)}</td>'
         f"<td>{_esc(r.case.cassette_name)}<br><small>{_esc(r.case.cut)}</small></td>"
         f"<td>{_badge(r.verdict.verdict)}</td><td>{_esc(r.verdict.reason)}</td></tr>"
         for r in report.results)
@@ -396,7 +493,7 @@ def render_html(report: RunReport) -> str:
 <body>
 <h1>rtreplay conformance: {_esc(label)}</h1>
 <p class="meta">rtreplay {_esc(report.tool_version)} · started {_esc(report.started_at)} ·
-{len(report.results)} cases in {report.duration:.1f} s</p>
+{reached} of {total} cases reached in {report.duration:.1f} s{conditions}</p>
 <p class="counts">{"".join(f'<span class="badge v-{_esc(v)}">{counts.get(v, 0)} {_esc(v)}</span>' for v in ORDER)}</p>
 <table class="cases">
 <thead><tr><th>case</th><th>title</th><th>cassette / cut</th><th>verdict</th><th>reason</th></tr></thead>
@@ -413,8 +510,8 @@ client's frames after it are highlighted.</p>
 """
 
 
-def write_html(report: RunReport, path: str | Path) -> None:
-    write_atomic(Path(path), render_html(report))
+def write_html(report: RunReport, path: str | Path, *, settings: Mapping[str, Any] | None = None) -> None:
+    write_atomic(Path(path), render_html(report, settings=settings))
 
 
 # ---------------------------------------------------------------------------- baseline and gate

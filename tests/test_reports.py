@@ -12,14 +12,13 @@ from typing import Any
 import pytest
 import xmlschema
 from rich.console import Console
-from rich.text import Text
 
 from replay import reports
 from replay.clients.base import ClientOutcome
 from replay.cuts import Case
 from replay.engine import Snapshot
 from replay.runner import CaseResult, RunReport
-from replay.verdicts import FAILED, INFORMATIONAL, NON_STRICT, OK, Verdict
+from replay.verdicts import FAILED, INFORMATIONAL, NON_STRICT, NOT_REACHED, OK, Verdict
 
 XSD = Path(__file__).parent / "data" / "junit-10.xsd"
 ERROR_FRAME = {"type": "error", "event_id": "event_err1", "error": {
@@ -62,10 +61,16 @@ def result(case_id: str, area: str, verdict: Verdict, after_cut: list[dict[str, 
            divergences: list[str] | None = None) -> CaseResult:
     case = Case(case_id, title, area, "mid-audio", Path("/corpus/ga_turn.yaml"), "ga_turn", 0, 12,
                 "after:response.output_audio.delta#3", "ga", snapshot())
-    return CaseResult(case, "reference-fixed", verdict, 0.42, wire_log(case_id, after_cut),
-                      outcome or ClientOutcome(), divergences or [])
+    log = wire_log(case_id, after_cut)
+    if verdict.verdict == NOT_REACHED:  # the replay stopped short of the cut
+        log = [entry for entry in log if "t" not in entry or entry["t"] < 0.3]
+    return CaseResult(case, "reference-fixed", verdict, 0.42, log, outcome or ClientOutcome(), divergences or [])
 
 
+LONG_TITLE = "interrupt after a function call is announced, before the conversation holds it"
+NOT_REACHED_REASON = ("the replay waited 3.0 s at after:response.done#1 for the client's function_call_output and "
+                      "response.create: a client that answers function calls sends them after response.done, "
+                      "with the call_id call_abc123")
 TRUNCATE = {"t": 0.33, "dir": "client", "answered_by": "engine",
             "event": {"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0,
                       "audio_end_ms": 300}}
@@ -89,29 +94,65 @@ def report() -> RunReport:
                outcome=ClientOutcome(exit_code=1, output="<script>alert(1)</script>", notes=["sent a truncate"],
                                      crashed="Traceback\n\x1b[31mValueError\x1b[0m: boom"),
                divergences=["the recording has no conversation.item.truncate here"]),
+        result("RT-FN-12", "FN", Verdict(NOT_REACHED, NOT_REACHED_REASON), [], title=LONG_TITLE,
+               outcome=ClientOutcome(exit_code=-15, stopped_by_runner=True, output="x" * 100 + "\nstill waiting\n",
+                                     output_dropped=4000, last_error_line="warning: no response.done seen")),
     ])
 
 
 # ---------------------------------------------------------------------------- terminal
 
 
-def test_summary_line(report: RunReport) -> None:
-    assert reports.summary_line(report) == ("reference-fixed 0.1.0: 4 cases — 1 OK, 1 INFORMATIONAL, 1 NON-STRICT, "
-                                            "1 FAILED in 1.8 s")
+def test_summary_line_shows_coverage_and_every_verdict(report: RunReport) -> None:
+    assert reports.summary_line(report) == ("reference-fixed 0.1.0: 4 of 5 cases reached — 1 OK, 1 INFORMATIONAL, "
+                                            "1 NON-STRICT, 1 NOT-REACHED, 1 FAILED in 1.8 s")
+    assert reports.summary_line(report, note="latency 50 ms").startswith("reference-fixed 0.1.0, latency 50 ms: 4 of")
 
 
-def test_console_table_colors_verdicts_and_names_the_versions(report: RunReport) -> None:
-    table = reports.console_table(report)
-    console = Console(record=True, width=240, color_system=None)
-    console.print(table)
-    text = console.export_text()
-    assert "reference-fixed 0.1.0" in text and "rtreplay 0.1.0" in text
-    assert all(case_id in text for case_id in ("RT-INT-1", "RT-INT-2", "RT-INT-3", "RT-TXT-1"))
-    assert "keeps ['audio']" in text  # brackets in a reason are text, not rich markup
-    cells = [cell for cell in table.columns[3].cells if isinstance(cell, Text)]
-    verdicts = {cell.plain: str(cell.style) for cell in cells}
-    assert verdicts == {"OK": "bold green", "INFORMATIONAL": "bold blue", "NON-STRICT": "bold yellow",
-                        "FAILED": "bold red"}
+def render(renderable: object, width: int) -> list[str]:
+    console = Console(record=True, width=width, color_system=None)
+    console.print(renderable)
+    return console.export_text().splitlines()
+
+
+def test_console_report_colors_verdicts_and_names_the_versions(report: RunReport) -> None:
+    console = Console(record=True, width=200, color_system="truecolor", force_terminal=True)
+    console.print(reports.ConsoleReport(report))
+    lines = console.export_text(clear=False).splitlines()
+    assert lines[0] == "reference-fixed 0.1.0 — rtreplay 0.1.0"
+    assert any("keeps ['audio']" in line for line in lines)  # brackets in a reason are text, not rich markup
+    styled = console.export_html(inline_styles=True)
+    for verdict, color in (("FAILED", "#800000"), ("NOT-REACHED", "#800080"), ("OK", "#008000")):
+        assert re.search(f'color: {color}[^>]*>{verdict}', styled), verdict
+
+
+def test_console_report_stays_readable_at_80_columns(report: RunReport) -> None:
+    lines = render(reports.ConsoleReport(report), 80)
+    assert all(len(line) <= 80 for line in lines)
+    rows = {line.split()[0]: line for line in lines if line.startswith("RT-")}
+    assert list(rows) == ["RT-INT-1", "RT-INT-2", "RT-INT-3", "RT-TXT-1", "RT-FN-12"]  # no id split
+    assert rows["RT-FN-12"].split()[1] == "NOT-REACHED" and rows["RT-FN-12"].endswith("…")  # title shortened
+    assert rows["RT-INT-1"].split()[1] == "OK"
+    # One line per case, the reason of each case that is not OK on at most two lines below it.
+    assert len(lines) <= 1 + 5 + 2 * 4 + 1
+    reason = lines[lines.index(rows["RT-FN-12"]) + 1:][:2]
+    assert reason[0].startswith("          the replay waited 3.0 s") and reason[1].endswith(" …")
+    words = set(NOT_REACHED_REASON.split())
+    assert all(word in words for line in reason for word in line.split() if word != "…")  # no word split
+    assert lines[-1].startswith("(reasons shortened to fit")
+
+
+def test_quiet_shows_only_what_is_not_ok_one_line_of_reason_each(report: RunReport) -> None:
+    lines = render(reports.ConsoleReport(report, quiet=True), 80)
+    cases = [line.split()[0] for line in lines if line.startswith("RT-")]
+    assert cases == ["RT-INT-2", "RT-INT-3", "RT-TXT-1", "RT-FN-12"]
+    assert len(lines) == 1 + 4 * 2 + 1  # header, a row and a reason line each, the note
+
+
+def test_user_text_is_never_markup_or_emoji(report: RunReport) -> None:
+    odd = result("RT-INT-9", "INT", Verdict(FAILED, "[bold]x[/bold] :smile: at:abc:"), [], title=":smile: [red]t")
+    lines = render(reports.ConsoleReport(RunReport("c", None, "2026", 1.0, [odd])), 80)
+    assert ":smile: [red]t" in lines[1] and lines[2].strip() == "[bold]x[/bold] :smile: at:abc:"
 
 
 # ---------------------------------------------------------------------------- JUnit
@@ -128,11 +169,11 @@ def test_junit_validates_and_reports_a_failure_with_its_error_frame(report: RunR
     root = junit(report, tmp_path, strict=False)
     suite = root.find("testsuite")
     assert suite is not None and suite.get("name") == "rtreplay reference-fixed"
-    assert (suite.get("tests"), suite.get("failures")) == ("4", "1")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("skipped")) == ("5", "1", "1")
     properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
     assert properties["client_version"] == "0.1.0" and properties["rtreplay_version"] == "0.1.0"
     cases = {c.get("name", "").split()[0]: c for c in suite.iter("testcase")}
-    assert list(cases) == ["RT-INT-1", "RT-INT-2", "RT-INT-3", "RT-TXT-1"]
+    assert list(cases) == ["RT-INT-1", "RT-INT-2", "RT-INT-3", "RT-TXT-1", "RT-FN-12"]
     failed = cases["RT-TXT-1"]
     assert failed.get("classname") == "rtreplay.reference-fixed.TXT" and failed.get("time") == "0.420"
     failure = failed.find("failure")
@@ -145,8 +186,12 @@ def test_junit_validates_and_reports_a_failure_with_its_error_frame(report: RunR
     assert "- truncate item_a audio_end_ms=300" in failure.text
     err = failed.find("system-err")
     assert err is not None and err.text is not None and "\\x1b[31mValueError" in err.text  # XML cannot hold ESC
-    for passing in ("RT-INT-1", "RT-INT-2", "RT-INT-3"):
+    for passing in ("RT-INT-1", "RT-INT-2", "RT-INT-3", "RT-FN-12"):
         assert cases[passing].find("failure") is None
+    skipped = cases["RT-FN-12"].find("skipped")
+    assert skipped is not None and skipped.get("message") == f"NOT-REACHED: {NOT_REACHED_REASON}"
+    assert "client: still running after the case: stopped by rtreplay (exit code -15)" in (skipped.text or "")
+    assert cases["RT-INT-1"].find("skipped") is None
     out = cases["RT-INT-3"].find("system-out")
     assert out is not None and out.text is not None and out.text.startswith("NON-STRICT: sent nothing")
     informational = cases["RT-INT-2"].find("system-out")
@@ -197,6 +242,13 @@ def test_html_is_one_self_contained_escaped_page(report: RunReport, tmp_path: Pa
     assert "0.100–0.120" in page and "×3 frames: audio 300 ms (14400 B)" in page  # one row, pcm16 in: 48 B/ms
     assert "audio 100 ms (800 B)" in page  # the output is pcmu: 8 B/ms
     assert re.search(r'class="badge v-FAILED">1 FAILED', page)
+    assert '<span class="badge v-NOT-REACHED">1 NOT-REACHED</span>' in page and ".v-NOT-REACHED{" in page
+    assert '<tr class="not-reached"><td><a href="#case-RT-FN-12">' in page
+    assert "4 of 5 cases reached" in page
+    assert "still running after the case: stopped by rtreplay (exit code -15)" in page
+    assert "exited on its own with code 1" in page
+    assert "<code>warning: no response.done seen</code>" in page
+    assert "(4000 earlier characters not kept)\n" + "x" * 100 + "\nstill waiting" in page
     tags = _Tags()
     tags.feed(page)
     assert set(tags.depth.values()) == {0}
@@ -210,7 +262,8 @@ def test_json_round_trips_and_logs_are_opt_in(report: RunReport, tmp_path: Path)
     reports.write_json(report, path)
     data = json.loads(path.read_text(encoding="utf-8"))
     assert data == reports.to_json(report)
-    assert data["counts"] == {"OK": 1, "NON-STRICT": 1, "INFORMATIONAL": 1, "FAILED": 1}
+    assert data["counts"] == {"OK": 1, "NON-STRICT": 1, "INFORMATIONAL": 1, "NOT-REACHED": 1, "FAILED": 1}
+    assert (data["reached"], data["selected"], data["settings"]) == (4, 5, {})
     assert (data["client"], data["client_version"], data["tool_version"]) == ("reference-fixed", "0.1.0", "0.1.0")
     failed = data["cases"][3]
     assert failed["id"] == "RT-TXT-1" and failed["errors"] == [ERROR_FRAME]
@@ -218,6 +271,12 @@ def test_json_round_trips_and_logs_are_opt_in(report: RunReport, tmp_path: Path)
                                                                                           "ga_turn", 0)
     assert failed["exit_code"] == 1 and failed["notes"] == ["sent a truncate"] and "boom" in failed["crashed"]
     assert failed["divergences"] == ["the recording has no conversation.item.truncate here"]
+    assert failed["output"] == "<script>alert(1)</script>" and failed["stopped_by_runner"] is False
+    unreached = data["cases"][4]
+    assert (unreached["verdict"], unreached["stopped_by_runner"], unreached["last_error_line"]) == (
+        "NOT-REACHED", True, "warning: no response.done seen")
+    assert unreached["output"].endswith("still waiting\n") and unreached["output_dropped"] == 4000
+    assert reports.to_json(report, settings={"latency_ms": 50.0})["settings"] == {"latency_ms": 50.0}
     assert "wire_log" not in failed
     with_logs = reports.to_json(report, include_logs=True)
     assert with_logs["cases"][0]["wire_log"] == report.results[0].log
@@ -226,8 +285,9 @@ def test_json_round_trips_and_logs_are_opt_in(report: RunReport, tmp_path: Path)
 
 def test_write_logs_one_jsonl_per_case(report: RunReport, tmp_path: Path) -> None:
     written = reports.write_logs(report, tmp_path / "logs")
-    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["RT-INT-1.jsonl", "RT-INT-2.jsonl",
-                                                                     "RT-INT-3.jsonl", "RT-TXT-1.jsonl"]
+    assert sorted(p.name for p in (tmp_path / "logs").iterdir()) == ["RT-FN-12.jsonl", "RT-INT-1.jsonl",
+                                                                     "RT-INT-2.jsonl", "RT-INT-3.jsonl",
+                                                                     "RT-TXT-1.jsonl"]
     for path, case_result in zip(written, report.results, strict=True):
         lines = path.read_text(encoding="utf-8").splitlines()
         assert [json.loads(line) for line in lines] == case_result.log
