@@ -11,6 +11,7 @@ compacted payload into exactly N bytes of silence, so every `audio_end_ms` rule 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
+from replay.cassette_cache import ParsedCache, read_bytes
 from replay.engine import silence_b64
 from replay.files import read_text, write_atomic
 from replay.protocol import AUDIO_DELTA_TYPES, DIALECTS, Dialect
@@ -133,8 +135,43 @@ class Cassette:
 # ---------------------------------------------------------------------------- loading
 
 
+def _loader_identity() -> bytes:
+    """What the cache salts its keys with: this loader's code and PyYAML's, so no entry outlives either."""
+    try:
+        source = Path(__file__).read_bytes()
+    except OSError:
+        source = b""
+    return b"\0".join([source, repr(DIALECTS).encode(), yaml.__version__.encode(), _Loader.__name__.encode()])
+
+
+_CACHE = ParsedCache(_loader_identity())
+
+
 def load(path: str | Path) -> Cassette:
+    """Parse a cassette file; one loaded before (same bytes, same loader) comes from the user's cache."""
     path = Path(path)
+    try:
+        raw = read_bytes(str(path))
+    except OSError:
+        return _load_text(path)
+    key = _CACHE.key(raw)
+    cached = _CACHE.get(key)
+    if cached is not None:
+        with contextlib.suppress(TypeError, ValueError):  # not the shape this loader writes: parse it again
+            return _from_plain(cached, path)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return _load_text(path)
+    if "\r" in text:  # line ends as reading in text mode gives them
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    cassette = loads(text, path)
+    _CACHE.put(key, _to_plain(cassette))
+    return cassette
+
+
+def _load_text(path: Path) -> Cassette:
+    """A file that is not readable UTF-8: `read_text` names what is wrong, in the words it always has."""
     return loads(read_text(path, "a cassette is YAML", CassetteError), path)
 
 
@@ -170,6 +207,32 @@ def loads(raw: str, path: str | Path = "<string>") -> Cassette:
         else:
             parsed.append(_session(interaction, websocket, at))
     return Cassette(metadata, parsed, Path(path) if where != "<string>" else None)
+
+
+def _to_plain(cassette: Cassette) -> tuple[Any, ...]:
+    """The parsed cassette as plain data for the cache: a session is a tuple, an HTTP interaction a dict."""
+    interactions = [
+        (i.uri, i.dialect, [(f.t, f.source, f.event, f.text, f.binary) for f in i.frames], i.request_headers,
+         i.response_headers, i.close) if isinstance(i, WebSocketSession) else i
+        for i in cassette.interactions
+    ]
+    return cassette.metadata, interactions
+
+
+def _from_plain(plain: Any, path: Path) -> Cassette:
+    """Inverse of `_to_plain`; the data was validated when the entry was written."""
+    metadata, interactions = plain
+    if not isinstance(metadata, dict):
+        raise TypeError("metadata")
+    parsed: list[WebSocketSession | dict[str, Any]] = []
+    for item in interactions:
+        if isinstance(item, dict):
+            parsed.append(item)
+        else:
+            uri, dialect, frames, request_headers, response_headers, close = item
+            parsed.append(WebSocketSession(uri, dialect, [Frame(*f) for f in frames], request_headers,
+                                           response_headers, close))
+    return Cassette(metadata, parsed, path)
 
 
 def _check_http(interaction: dict[str, Any], at: str) -> None:
