@@ -77,7 +77,8 @@ class Cut:
 
     label: str
     quiet: float = 0.3  # the window closes after this long without a client frame (appends aside)...
-    max_window: float = 5.0  # ...or after this long in all
+    max_window: float = 5.0  # ...or after this long in all...
+    min_window: float = 1.0  # ...but never before this long: a loaded machine's client gets time to answer
     stall: float = 3.0  # nothing due and the client silent this long before the cut: not reached
 
     def __post_init__(self) -> None:
@@ -349,7 +350,8 @@ class _Connection:
         self.latency = max(0.0, options.latency_ms) / 1000
         self.player: ResponsePlayer | None = None
         self.user = User(self.script, timeline=options.play_user, speed=options.speed) if self.script else None
-        self.outbox: list[tuple[float, int, Event, str]] = []  # (due, seq, event, origin): the network pipe
+        # (due, seq, event or None for a mark, origin or the mark's text): the network pipe
+        self.outbox: list[tuple[float, int, Event | None, str]] = []
         self.deferred: list[tuple[float, int, Callable[[], None]]] = []  # server-side work that takes time
         self.seq = itertools.count()
         self.counts: dict[str, int] = {}
@@ -424,7 +426,10 @@ class _Connection:
         now = self.now()
         while self.outbox and self.outbox[0][0] <= now:
             _, _, event, origin = heapq.heappop(self.outbox)
-            self._write(event, origin)
+            if event is None:
+                self.session.log.mark(now, origin, cut=origin.startswith("cut "))
+            else:
+                self._write(event, origin)
 
     def _write(self, event: Event, origin: str) -> None:
         if self.protocol.state is not State.OPEN:
@@ -445,9 +450,8 @@ class _Connection:
         count = self.counts[etype] = self.counts.get(etype, 0) + 1
         if etype == "response.created":
             self._play_next(event)
-        elif etype == "response.done":
-            if self.user is not None:
-                self.user.response_ended(self.now())
+        elif etype == "response.done" and self.user is not None:
+            self.user.response_ended(self.now())
         cut = self.session.cut
         if cut is not None and self.session.cut_at is None and cut.after_type == etype and count == cut.after_n:
             self._barge_in()
@@ -508,13 +512,13 @@ class _Connection:
                 self._speak(speech)
         self._check_cut(now)
 
-    def _speak(self, speech: Speech) -> None:
+    def _speak(self, speech: Speech, origin: str = "user") -> None:
         turn = speech.turn
         engine = self.engine
         timeline = self.user is not None and self.user.timeline
         if speech.kind == "started":
             start_ms = None if timeline or turn is None else turn.audio_start_ms
-            self._emit(engine.speech_started(turn.item_id if turn else None, start_ms), "user")
+            self._emit(engine.speech_started(turn.item_id if turn else None, start_ms), origin)
             if engine.interrupts():
                 self._cancel("turn_detected")
             return
@@ -540,9 +544,11 @@ class _Connection:
         now = self.now()
         session.cut_at = now
         session.engine_snapshot = self.engine.snapshot()
-        session.log.mark(now, f"cut {cut.label}: the user starts speaking", cut=True)
+        # Marked in the pipe, so the log shows it right after the frame it follows, as the client saw it.
+        heapq.heappush(self.outbox, (now + self.latency, next(self.seq), None,
+                                     f"cut {cut.label}: the user starts speaking"))
         speech = self.user.interrupt(now) if self.user is not None else Speech("started", None)
-        self._speak(speech)
+        self._speak(speech, "barge-in")
 
     def _check_cut(self, now: float) -> None:
         session = self.session
@@ -558,7 +564,8 @@ class _Connection:
                 session.window_closed.set()
             return
         if now - session.cut_at >= cut.max_window or (
-                not self._busy() and now - max(self.last_client_at, session.cut_at) >= cut.quiet):
+                not self._busy() and now - session.cut_at >= cut.min_window
+                and now - max(self.last_client_at, self.last_activity, session.cut_at) >= cut.quiet):
             session.log.mark(now, "window closed")
             session.window_closed.set()
 
@@ -609,7 +616,8 @@ class _Connection:
                     deadlines.append(cut.at_s - now)
                 deadlines.append(max(self.last_client_at, self.last_activity) + cut.stall - now)
             else:
-                deadlines.append(min(max(self.last_client_at, self.session.cut_at) + cut.quiet,
+                quiet_end = max(self.last_client_at, self.last_activity, self.session.cut_at) + cut.quiet
+                deadlines.append(min(max(quiet_end, self.session.cut_at + cut.min_window),
                                      self.session.cut_at + cut.max_window) - now)
         return max(0.0, min(deadlines)) if min(deadlines) > 0 else 0.0
 

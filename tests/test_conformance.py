@@ -66,8 +66,8 @@ async def test_whole_bundled_corpus_reference_fixed_passes_everywhere() -> None:
     cases = build_cases(conformance_corpus())
     assert {c.area for c in cases} == {"INT", "DONE", "TXT", "FN"}
     report = await run_cases(cases, FIXED, RunOptions(speed=1.0, concurrency=12))
-    failing = [(r.case.id, r.verdict.verdict, r.verdict.reason) for r in report.results
-               if r.verdict.verdict != "OK"]
+    failing = [(r.case.id, r.verdict.verdict, r.verdict.reason, r.verdict.estimate_ms, r.verdict.actions)
+               for r in report.results if r.verdict.verdict != "OK"]
     assert failing == []
     naive = await run_cases(select(cases, ["RT-TXT-*", "RT-FN-*"]), NAIVE, RunOptions(speed=0))
     texts = [r for r in naive.results if r.case.scenario.startswith(("text-", "function-call-"))
@@ -79,8 +79,9 @@ async def test_sending_nothing_with_an_unplayed_item_is_non_strict() -> None:
     silent = Scripted("silent", lambda player: [])
     results = by_title(await run_cases(corpus_cases(), silent, FAST))
     seed = results["interrupt before the first audio delta (audio_end_ms == 0)"]
-    assert (seed.verdict.verdict, seed.verdict.reason) == ("NON-STRICT",
-                                                           "unplayed assistant item left in the server's context")
+    assert seed.verdict.verdict == "NON-STRICT"
+    assert seed.verdict.reason.startswith("unplayed assistant item left in the server's context; a correct client "
+                                          "deletes an item")
     mid = results["interrupt mid-audio (delta 7 of 12)"]
     assert mid.verdict.verdict == "NON-STRICT" and "keeps 700 ms of audio" in mid.verdict.reason
     unheld = results["interrupt after the output item is announced, before the conversation holds it"]
@@ -144,8 +145,8 @@ async def test_a_cmd_client_in_its_own_process() -> None:
 async def test_a_client_that_never_connects_fails_clearly() -> None:
     command = CommandClient("exit 3")
     [result] = (await run_cases(corpus_cases("RT-INT-1"), command, RunOptions(case_timeout=5))).results
-    assert result.verdict.verdict == "FAILED" and "never connected" in result.verdict.reason
-    assert result.outcome.exit_code == 3
+    assert result.verdict.verdict == "FAILED" and "no session" in result.verdict.reason
+    assert "exited with code 3" in result.verdict.reason and result.outcome.exit_code == 3
 
 
 async def test_wire_log_marks_the_cut_and_the_engine_decisions() -> None:
@@ -155,7 +156,7 @@ async def test_wire_log_marks_the_cut_and_the_engine_decisions() -> None:
     assert after[0]["event"]["type"] == "input_audio_buffer.speech_started"
     assert after[0]["origin"] == "barge-in"
     truncate_entry = next(e for e in after if e.get("dir") == "client")
-    assert (truncate_entry["rule"], truncate_entry["answered_by"]) == ("T1", "engine")
+    assert truncate_entry["rule"] == "T1"
     assert result.log[0]["case"] == "RT-INT-4"
 
 

@@ -109,8 +109,9 @@ class ReferenceClient:
         player = Player()
         received = 0
         sent = 0
+        user_spoke = False  # once the user speaks, the typed script is over: the conversation is theirs
         while True:
-            while sent < len(script) and script[sent][0] <= received:
+            while not user_spoke and sent < len(script) and script[sent][0] <= received:
                 await ws.send(json.dumps(script[sent][1]))
                 sent += 1
             raw = await ws.recv()
@@ -134,6 +135,7 @@ class ReferenceClient:
             elif etype in AUDIO_DELTA_TYPES:
                 player.on_audio(event.get("item_id"), b64_decoded_len(event.get("delta") or ""))
             elif etype == "input_audio_buffer.speech_started":
+                user_spoke = True
                 for reaction in self.on_interrupt(player):
                     outcome.notes.append(f"sent {reaction['type']}")
                     await ws.send(json.dumps(reaction))
