@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
+import re
 import signal
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -15,6 +18,7 @@ from rich.markup import escape
 
 from replay import __version__
 from replay.cassette import CassetteError, load
+from replay.clients.command import CONNECT_TIMEOUT, EXIT_GRACE, TERM_GRACE, CommandClient
 from replay.corpus import resolve_cassette
 from replay.rules import RuleBook, RuleConfigError
 
@@ -30,12 +34,17 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
-err = Console(stderr=True)
+# User data (a case glob, a cut, a command) is printed as it is: never an emoji, never highlighted.
+console = Console(emoji=False, highlight=False)
+err = Console(stderr=True, emoji=False, highlight=False)
+# The runner's bounds, said in --help (tests/test_cli.py checks them against RunOptions).
+WINDOW_S = 5.0
+CASE_TIMEOUT_S = 30.0
+PREFLIGHT_LINES = 20  # of a program's output, when it never connected
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False)
+    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -67,7 +76,7 @@ def main(
 @app.command()
 def serve(
     cassette: Annotated[str, typer.Argument(help="Cassette file, or the name of a bundled one.")],
-    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1; 0 picks a free one.")] = 8765,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port on 127.0.0.1; 0 picks a free one.")] = 8765,
     host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
     speed: Annotated[float, typer.Option(help="Timing factor: 1 as recorded, 0 as fast as possible.")] = 1.0,
     strict: Annotated[bool, typer.Option("--strict/--lenient",
@@ -81,26 +90,33 @@ def serve(
                                               "has since the beta's retirement (close 4000).")] = False,
     max_session_minutes: Annotated[float, typer.Option(help="Then session_expired and close 1001, as the "
                                                        "real API.")] = 60.0,
+    play_user: Annotated[bool, typer.Option("--play-user", help="Speak the recorded user turns on the recorded "
+                                            "timeline, whatever audio the client appends (default: a voice turn "
+                                            "is heard once the client has appended that much audio).")] = False,
+    latency: Annotated[float, typer.Option("--latency", metavar="MS", help="Answer client events this many ms "
+                                           "late, as over a network.")] = 0.0,
 ) -> None:
     """Serve a cassette as a Realtime API on ws://HOST:PORT/v1/realtime."""
     from replay.server import ReplayServer, ServerOptions, serve_forever
 
     with clear_errors():
-        if speed < 0 or max_session_minutes <= 0:
-            raise ValueError("--speed must be >= 0 and --max-session-minutes > 0")
+        if speed < 0 or max_session_minutes <= 0 or not 0 <= latency < float("inf"):
+            raise ValueError("--speed and --latency must be >= 0, and --max-session-minutes > 0")
         loaded = load(resolve_cassette(cassette))
         if session is not None and not 0 <= session < len(loaded.sessions):
             raise ValueError(f"--session {session}: the cassette has {len(loaded.sessions)} WebSocket session(s)")
         options = ServerOptions(speed=speed, strict=strict, api_key=api_key, session_index=session,
                                 rules=RuleBook.from_file(rules) if rules else RuleBook(), reject_beta=reject_beta,
-                                max_session_s=max_session_minutes * 60)
+                                max_session_s=max_session_minutes * 60, play_user=play_user, latency_ms=latency)
         server = ReplayServer(loaded, options, host=host, port=port)
 
     def ready(srv: ReplayServer) -> None:
-        console.print(f"[bold]rtreplay[/] serving [cyan]{escape(loaded.name)}[/] "
-                      f"({len(loaded.sessions)} session(s), speed {speed}, {'strict' if strict else 'lenient'})")
-        console.print(f"  WebSocket: {srv.ws_url()}")
-        console.print(f"  export OPENAI_BASE_URL={srv.http_base_url}")
+        extras = "".join([", the user played on the recorded timeline" if play_user else "",
+                          f", latency {latency:g} ms" if latency else ""])
+        console.print(f"[bold]rtreplay[/] serving [cyan]{escape(loaded.name)}[/] ({len(loaded.sessions)} session(s), "
+                      f"speed {speed:g}, {'strict' if strict else 'lenient'}{extras})")
+        _say(f"  WebSocket: {srv.ws_url()}")
+        _say(f"  export OPENAI_BASE_URL={srv.http_base_url}")
         console.print("  Ctrl-C to stop.")
 
     try:
@@ -108,7 +124,12 @@ def serve(
     except KeyboardInterrupt:
         pass
     except OSError as exc:
-        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        fail(_listen_error(host, port, exc))
+
+
+def _listen_error(host: str, port: int, exc: OSError) -> str:
+    why = os.strerror(exc.errno) if exc.errno else str(exc)
+    return f"cannot listen on {host}:{port}: {why} (choose another --port, or 0 for a free one)"
 
 
 @app.command()
@@ -135,12 +156,74 @@ def show(
         console.print(f"HTTP {request['method']} {request['uri']} → {response['status']['code']}")
 
 
-def _report_path(path: Path, client: str, many: bool) -> Path:
-    """One client: the path as given; several: the client's name before the suffix."""
-    if not many:
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def _report_path(path: Path, tags: list[str]) -> Path:
+    """One client at one latency: the path as given; several: what tells them apart before the suffix."""
+    if not tags:
         return path
-    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in client)
-    return path.with_name(f"{path.stem}.{safe}{path.suffix}")
+    return path.with_name(f"{path.stem}.{'.'.join(map(_safe, tags))}{path.suffix}")
+
+
+def _writable(option: str, path: Path, *, directory: bool = False) -> None:
+    """Fail before the run, not after it, when a report could not be written where asked."""
+    if directory and path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path}: exists and is not a directory")
+    if not directory and path.is_dir():
+        raise ValueError(f"{option} {path}: is a directory; give a file name")
+    parent = path if directory and path.is_dir() else path.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {path}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {path}: cannot write in {parent}")
+
+
+def _latencies(spec: str | None) -> list[float]:
+    """``50`` or a sweep ``0,50,200`` (milliseconds)."""
+    if spec is None:
+        return [0.0]
+    values = []
+    for part in spec.split(","):
+        try:
+            value = float(part)
+        except ValueError:
+            raise ValueError(f"--latency {spec}: {part.strip()!r} is not a number of milliseconds "
+                             "(e.g. --latency 50, or --latency 0,50,200 to sweep)") from None
+        if not 0 <= value < float("inf"):
+            raise ValueError(f"--latency {spec}: {part.strip()} ms: a latency is a number of ms >= 0")
+        values.append(value)
+    return list(dict.fromkeys(values))
+
+
+def _shard(spec: str) -> tuple[int, int]:
+    match = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", spec)
+    if match is None:
+        raise ValueError(f"--shard {spec}: a shard is K/N, e.g. --shard 1/4 (the first of 4)")
+    index, count = int(match[1]), int(match[2])
+    if count < 1 or not 1 <= index <= count:
+        raise ValueError(f"--shard {spec}: K/N needs 1 <= K <= N")
+    return index, count
+
+
+def _say(text: str) -> None:
+    """A line that holds user data (a command, a path, a case id): never markup, never broken by a newline."""
+    console.print(text, markup=False, soft_wrap=True)
+
+
+def _reached_exit(report: RunReport, min_coverage: float | None) -> tuple[int, str | None]:
+    """Exit 2 when no case was reached (nothing was checked), 1 when coverage is under --min-coverage."""
+    from replay.reports import coverage
+
+    reached, total = coverage(report)
+    if total and not reached:
+        return 2, (f"{report.client} reached none of its {total} case(s): it never took a conversation to the "
+                   "barge-in (the reasons are above; --logs DIR keeps each case's wire log)")
+    if min_coverage is not None and total and reached * 100 < min_coverage * total:
+        return 1, (f"coverage {reached} of {total} cases reached ({100 * reached / total:.1f} %), under "
+                   f"--min-coverage {min_coverage:g}")
+    return 0, None
 
 
 @app.command()
@@ -150,15 +233,26 @@ def check(
                                                       "openai-agents, pipecat, ... or package.module:ATTR. "
                                                       "Repeatable.")] = None,
     cmd: Annotated[str | None, typer.Option("--cmd", help="A program in any language, started per case with "
-                                            "OPENAI_BASE_URL, OPENAI_API_KEY, RTREPLAY_WS_URL, RTREPLAY_CASE.")] = None,
+                                            "OPENAI_BASE_URL, OPENAI_API_KEY, RTREPLAY_WS_URL, RTREPLAY_CASE. It "
+                                            f"must connect within {CONNECT_TIMEOUT:g} s (tried once before the "
+                                            f"sweep); after each case it gets {EXIT_GRACE:g} s to exit on its own, "
+                                            f"then SIGTERM, then SIGKILL {TERM_GRACE:g} s later.")] = None,
     cassette: Annotated[list[str] | None, typer.Option("--cassette", help="Cassette(s) to sweep (default: the "
                                                        "bundled conformance corpus).")] = None,
     case: Annotated[list[str] | None, typer.Option("--case", help="Only cases whose id matches this glob, e.g. "
                                                    "'RT-INT-*'. Repeatable.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", help="Run shard K of N of the selected cases (K/N, e.g. "
+                                              "1/4), for a CI matrix: the N shards run every case once.")] = None,
     cut: Annotated[list[str] | None, typer.Option("--cut", help="Explicit cut(s): after:TYPE#N or at:SECONDS "
                                                   "(instead of the sweep).")] = None,
     all_cuts: Annotated[bool, typer.Option("--all-cuts", help="Every cut, not one per equivalent state.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="NON-STRICT verdicts fail the run too.")] = False,
+    min_coverage: Annotated[float | None, typer.Option("--min-coverage", metavar="PCT",
+                                                       help="Fail the run (exit 1) when fewer than PCT % of the "
+                                                       "selected cases were reached (not NOT-REACHED).")] = None,
+    latency: Annotated[str | None, typer.Option("--latency", metavar="MS", help="The server answers this many ms "
+                                                "late, as over a network; a comma list (0,50,200) runs the "
+                                                "selection once per value.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write a JSON report.")] = None,
     junit: Annotated[Path | None, typer.Option("--junit-xml", help="Write JUnit XML (one testcase per case).")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
@@ -167,23 +261,45 @@ def check(
                                                   "they do not fail the run; a listed case that passes does.")] = None,
     write_baseline: Annotated[Path | None, typer.Option("--write-baseline",
                                                         help="Write the failing case ids here.")] = None,
+    node_modules: Annotated[Path | None, typer.Option("--node-modules", help="Where the JavaScript drivers find "
+                                                      "their packages (sets RTREPLAY_NODE_MODULES).")] = None,
     speed: Annotated[float, typer.Option(help="Replay timing up to the cut: 1 = as recorded, 0 = at once.")] = 1.0,
     concurrency: Annotated[int, typer.Option(help="Cases run at once.")] = 16,
     tolerance_ms: Annotated[int, typer.Option(help="Truncate vs playback estimate before it is noted.")] = 250,
-    window_ms: Annotated[int, typer.Option(help="Watch the client until this long without a frame.")] = 300,
+    window_ms: Annotated[int, typer.Option(help="After the barge-in, watch the client until this long without a "
+                                           f"frame (at most {WINDOW_S:g} s); a case gives up {CASE_TIMEOUT_S:g} s "
+                                           "after it started.")] = 300,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the cases that are not OK, and the "
+                                        "summary.")] = False,
     list_only: Annotated[bool, typer.Option("--list", help="List the cases and exit.")] = False,
 ) -> None:
     """Barge in at every point of the recorded responses and judge what the client sends."""
     from replay import reports
     from replay.clients.base import dialects_of
-    from replay.clients.command import CommandClient
     from replay.corpus import conformance_corpus
     from replay.cuts import CutError, build_cases, select
+    from replay.cuts import shard as shard_of
     from replay.runner import CassetteCache, RunOptions
 
     with clear_errors():
+        if cmd is not None and not cmd.strip():
+            raise ValueError("--cmd is empty: name the program to check, e.g. --cmd 'python my_agent.py'")
         if speed < 0 or concurrency < 1 or tolerance_ms < 0 or window_ms < 1:
             raise ValueError("--speed, --tolerance-ms must be >= 0; --concurrency, --window-ms >= 1")
+        if min_coverage is not None and not 0 <= min_coverage <= 100:
+            raise ValueError(f"--min-coverage {min_coverage:g}: a percentage, from 0 to 100")
+        latencies = _latencies(latency)
+        shard_spec = _shard(shard) if shard is not None else None
+        if node_modules is not None:
+            if not node_modules.is_dir():
+                raise ValueError(f"--node-modules {node_modules}: not an existing directory")
+            os.environ["RTREPLAY_NODE_MODULES"] = str(node_modules.resolve())
+        for option, path in (("--json", json_out), ("--junit-xml", junit), ("--html", html),
+                             ("--write-baseline", write_baseline)):
+            if path is not None:
+                _writable(option, path)
+        if logs is not None:
+            _writable("--logs", logs, directory=True)
         loaded = [(path, load(path)) for path in map(resolve_cassette, cassette)] if cassette else conformance_corpus()
         try:
             cases = select(build_cases(loaded, all_cuts=all_cuts, cuts=cut or ()), case or ())
@@ -191,50 +307,101 @@ def check(
             fail(str(exc))
         if not cases:
             fail(f"no case matches {' '.join(case or [])!r}" if case else "the cassettes hold no response to cut")
+        if shard_spec is not None:
+            selected = len(cases)
+            cases = shard_of(cases, *shard_spec)
+            if not cases:
+                fail(f"--shard {shard}: this shard of the {selected} selected case(s) is empty")
         known = reports.load_baseline(baseline) if baseline else None
     if list_only:
         for c in cases:
             typer.echo(f"{c.id:<12} {c.cassette_name:<30} {c.cut:<40} {c.title}")
         return
     demo = not client and not cmd
-    clients = ([CommandClient(cmd)] if cmd else []) + _clients(["reference-naive", "reference-fixed"] if demo
-                                                              else client or [])
-    if demo:
-        console.print("No client named: checking the two reference clients. reference-naive has the pre-fix "
-                      "logic (it should FAIL before the first audio delta); reference-fixed has livekit/agents "
-                      "PR #6249 (it should pass). The exit code is reference-fixed's. Pass --client or --cmd to "
-                      "check yours.\n", highlight=False)
-    options = RunOptions(speed=speed, concurrency=concurrency, tolerance_ms=tolerance_ms, quiet=window_ms / 1000)
-    cassettes = CassetteCache(loaded)  # parsed once above, to build the cases
-    exit_code = 0
+    command = CommandClient(cmd) if cmd else None
+    clients = ([command] if command else []) + _clients(["reference-naive", "reference-fixed"] if demo
+                                                        else client or [])
+    plan = []
     for checked in clients:
         spoken = dialects_of(checked)
         own = [c for c in cases if c.dialect in spoken]
-        if len(own) < len(cases):
-            console.print(f"{checked.name} speaks {'/'.join(spoken)} only: {len(cases) - len(own)} case(s) "
-                          "recorded in another protocol generation are not run for it.", highlight=False)
         if not own:
-            continue
-        report = _run_with_progress(checked, own, options, cassettes)
-        console.print(reports.ConsoleReport(report))
-        console.print(reports.summary_line(report), highlight=False)
-        many = len(clients) > 1
-        with clear_errors():
-            if json_out:
-                reports.write_json(report, _report_path(json_out, checked.name, many))
-            if junit:
-                reports.write_junit(report, _report_path(junit, checked.name, many), strict=strict)
-            if html:
-                reports.write_html(report, _report_path(html, checked.name, many))
-            if logs:
-                reports.write_logs(report, logs / checked.name if many else logs)
-            if write_baseline:
-                reports.write_baseline(report, _report_path(write_baseline, checked.name, many), strict=strict)
-        gate = reports.gate(report, strict=strict, baseline=known)
-        console.print(gate.message, highlight=False)
-        if not demo or checked.name == "reference-fixed":
-            exit_code = max(exit_code, gate.exit_code)
+            fail(f"nothing to run for {checked.name}: it speaks {'/'.join(spoken)} only, and the {len(cases)} "
+                 "selected case(s) were recorded in another protocol generation")
+        if len(own) < len(cases) and not quiet:
+            _say(f"{checked.name} speaks {'/'.join(spoken)} only: {len(cases) - len(own)} case(s) recorded in "
+                 "another protocol generation are not run for it.")
+        plan.append((checked, own))
+    if demo and not quiet:
+        console.print("No client named: checking the two reference clients. reference-naive has the pre-fix "
+                      "logic (it should FAIL before the first audio delta); reference-fixed has livekit/agents "
+                      "PR #6249 (it should pass). The exit code is reference-fixed's. Pass --client or --cmd to "
+                      "check yours.\n")
+    cassettes = CassetteCache(loaded)  # parsed once above, to build the cases
+    if command is not None:
+        _preflight(command, plan[0][1][0], cassettes)
+    exit_code = 0
+    for checked, own in plan:
+        for delay in latencies:
+            note = f"latency {delay:g} ms" if len(latencies) > 1 or delay else None
+            options = RunOptions(speed=speed, concurrency=concurrency, tolerance_ms=tolerance_ms,
+                                 quiet=window_ms / 1000, latency_ms=delay)
+            report = _run_with_progress(checked, own, options, cassettes)
+            console.print(reports.ConsoleReport(report, quiet=quiet, note=note))
+            _say(reports.summary_line(report, note=note))
+            tags = ([checked.name] if len(plan) > 1 else []) + ([f"latency-{delay:g}ms"] if len(latencies) > 1 else [])
+            _write_reports(report, tags, {"latency_ms": delay}, json_out=json_out, junit=junit, html=html,
+                           logs=logs, write_baseline=write_baseline, strict=strict)
+            gate = reports.gate(report, strict=strict, baseline=known)
+            _say(gate.message)
+            reached_code, problem = _reached_exit(report, min_coverage)
+            if problem:
+                err.print(f"[bold red]error:[/] {escape(problem)}" if reached_code == 2 else escape(problem),
+                          soft_wrap=True)
+            if not demo or checked.name == "reference-fixed":
+                exit_code = max(exit_code, gate.exit_code, reached_code)
     raise typer.Exit(exit_code)
+
+
+def _write_reports(report: RunReport, tags: list[str], settings: dict[str, float], *, json_out: Path | None,
+                   junit: Path | None, html: Path | None, logs: Path | None, write_baseline: Path | None,
+                   strict: bool) -> None:
+    """Each report asked for, announced as it is written."""
+    from replay import reports
+
+    writers: list[tuple[Path | None, Callable[[Path], None]]] = [
+        (json_out, lambda path: reports.write_json(report, path, settings=settings)),
+        (junit, lambda path: reports.write_junit(report, path, strict=strict, settings=settings)),
+        (html, lambda path: reports.write_html(report, path, settings=settings)),
+        (write_baseline, lambda path: reports.write_baseline(report, path, strict=strict)),
+    ]
+    with clear_errors():
+        for path, write in writers:
+            if path is not None:
+                target = _report_path(path, tags)
+                write(target)
+                _say(f"wrote {target}")
+        if logs is not None:
+            directory = logs.joinpath(*map(_safe, tags))
+            written = reports.write_logs(report, directory)
+            _say(f"wrote {len(written)} wire log(s) to {directory}")
+
+
+def _preflight(command: CommandClient, case: Case, cassettes: CassetteCache) -> None:
+    """The program connects at all, or one error with its output, before any case runs."""
+    from replay.preflight import PreflightFailed, preflight
+
+    try:
+        asyncio.run(preflight(command, case, cassettes.get(case.cassette)))
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    except PreflightFailed as exc:
+        err.print(f"[bold red]error:[/] {escape(f'--cmd {command.command!r}: {exc.message}')}", soft_wrap=True)
+        tail = exc.output.rstrip().splitlines()[-PREFLIGHT_LINES:]
+        if tail:
+            err.print(f"its output (last {len(tail)} line(s)):")
+            err.print("\n".join(f"  {line}" for line in tail), markup=False, soft_wrap=True)
+        raise typer.Exit(2) from None
 
 
 def _clients(names: list[str]) -> list[Client]:
@@ -261,7 +428,7 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as progress:
-        task = progress.add_task(client.name, total=len(cases))
+        task = progress.add_task(escape(client.name), total=len(cases))
 
         async def main() -> RunReport:
             # Ctrl-C cancels the run, so every case's server and client shut down in order.
@@ -283,7 +450,7 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
 def record(
     output: Annotated[Path, typer.Option("-o", "--output", help="The cassette to write.")],
     upstream: Annotated[str, typer.Option(help="The real API (or any Realtime server).")] = "wss://api.openai.com",
-    port: Annotated[int, typer.Option(help="TCP port on 127.0.0.1; 0 picks a free one.")] = 8766,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port on 127.0.0.1; 0 picks a free one.")] = 8766,
     record_mode: Annotated[str, typer.Option("--record-mode", help="once (refuse an existing file), "
                                              "new_episodes (append), all (replace the interactions), rewrite "
                                              "(a fresh file), none (refuse to record).")] = "once",
@@ -302,12 +469,17 @@ def record(
 
     def ready(p: RecordingProxy) -> None:
         console.print(f"[bold]rtreplay[/] recording to [cyan]{escape(str(output))}[/] through {escape(upstream)}")
-        console.print(f"  WebSocket: {p.ws_url('gpt-realtime')}")
-        console.print(f"  export OPENAI_BASE_URL={p.http_base_url}")
+        _say(f"  WebSocket: {p.ws_url('gpt-realtime')}")
+        _say(f"  export OPENAI_BASE_URL={p.http_base_url}")
         console.print("  Ctrl-C to stop and write the cassette.")
 
     with clear_errors():
-        result = asyncio.run(run_until_signalled(proxy, ready))
+        try:
+            result = asyncio.run(run_until_signalled(proxy, ready))
+        except OSError as exc:
+            if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+                raise
+            fail(_listen_error(proxy.host, port, exc))
     if result.path is None:
         fail("nothing was recorded; no file written" + (f" ({'; '.join(result.problems)})" if result.problems
                                                            else ""), code=1)

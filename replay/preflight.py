@@ -14,12 +14,10 @@ from dataclasses import dataclass
 
 from replay.cassette import Cassette
 from replay.clients.base import ClientOutcome, Target
-from replay.clients.command import CommandClient
+from replay.clients.command import CONNECT_TIMEOUT, CommandClient
 from replay.cuts import Case
 from replay.runner import DUMMY_KEY
 from replay.server import ReplayServer, ServerOptions
-
-CONNECT_TIMEOUT = 15.0  # seconds a program gets to open its WebSocket
 
 
 @dataclass

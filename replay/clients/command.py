@@ -23,6 +23,7 @@ import signal
 from replay.clients.base import ClientOutcome, Target
 
 OUTPUT_TAIL = 64 * 1024  # characters of the program's output kept for the reports
+CONNECT_TIMEOUT = 15.0  # seconds a program gets to open its WebSocket (checked once, before a sweep)
 EXIT_GRACE = 2.0  # seconds the program gets to exit on its own once the case is over
 TERM_GRACE = 2.0  # seconds between SIGTERM and SIGKILL
 DRAIN_TIMEOUT = 1.0  # reading what is left in the pipes once the program is gone
