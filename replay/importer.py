@@ -5,6 +5,10 @@ Two capture formats are read:
 * **JSON Lines event logs**: one event per line, optionally led by a ``{"_meta": {...}}`` record (the
   format of ``shared/traces/real``). Direction comes from a ``direction`` field or from the event type;
   time from ``_t`` (seconds) when the log has it.
+* **rtreplay wire logs**: what ``rtreplay check --logs DIR`` writes, one JSONL per case (entries
+  with ``dir``, ``t`` and ``event``, and ``mark`` lines). Audio was logged as its size only, which a
+  cassette replays as that much silence. The harness's barge-in and the engine's answers went over
+  the wire, so they are kept as server frames like the rest.
 * **pydantic-ai websocket cassettes**: the YAML written by pydantic-ai's
   ``tests/realtime/ws_cassettes.py`` (``version: 1``, ``interactions:`` of ``kind: message`` with
   ``direction: sent|received`` and ``data``, or ``kind: close``; newer recordings add ``at`` seconds).
@@ -109,7 +113,10 @@ def import_trace(
     text = _read(path)
     if not text.strip():
         raise ImportFailed(f"{path}: empty file: expected JSON Lines events or a pydantic-ai websocket cassette")
-    if text.lstrip().startswith("{"):
+    if text.lstrip().startswith("{") and _is_wire_log(text):
+        meta, sockets = _parse_wire_log(path, text)
+        fmt = "rtreplay wire log"
+    elif text.lstrip().startswith("{"):
         meta, sockets = _parse_jsonl(path, text)
         fmt = "jsonl"
     else:
@@ -136,14 +143,7 @@ def _parse_jsonl(path: Path, text: str) -> tuple[dict[str, Any], list[_Socket]]:
         if not line.strip():
             continue
         at = f"{path}:{number}"
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise ImportFailed(f"{at}: not valid JSON: {exc.msg} (column {exc.colno})") from None
-        except RecursionError:
-            raise ImportFailed(f"{at}: not valid JSON: nested too deeply") from None
-        if not isinstance(record, dict):
-            raise ImportFailed(f"{at}: expected a JSON object per line, got {_kind(record)}")
+        record = _json_line(line, at)
         if "_meta" in record and "type" not in record:
             if seen_line:
                 raise ImportFailed(f"{at}: a _meta record is only allowed on the first line")
@@ -155,6 +155,18 @@ def _parse_jsonl(path: Path, text: str) -> tuple[dict[str, Any], list[_Socket]]:
         seen_line = True
         raws.append(_raw_event(record, number, at))
     return meta, [_Socket(raws)]
+
+
+def _json_line(line: str, at: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ImportFailed(f"{at}: not valid JSON: {exc.msg} (column {exc.colno})") from None
+    except RecursionError:
+        raise ImportFailed(f"{at}: not valid JSON: nested too deeply") from None
+    if not isinstance(record, dict):
+        raise ImportFailed(f"{at}: expected a JSON object per line, got {_kind(record)}")
+    return record
 
 
 def _raw_event(record: dict[str, Any], number: int, at: str) -> _Raw:
@@ -191,6 +203,57 @@ def _kind(value: Any) -> str:
     if isinstance(value, bool):
         return "a boolean"
     return "a number"
+
+
+# ---------------------------------------------------------------------------- rtreplay wire logs
+
+
+def _is_wire_log(text: str) -> bool:
+    """A wire log's entries have no ``type`` of their own: a ``mark``, or a ``dir`` and what went that way."""
+    first = next((line for line in text.splitlines() if line.strip()), "")
+    try:
+        record = json.loads(first)
+    except (json.JSONDecodeError, RecursionError):
+        return False  # the JSON Lines reader says what is wrong with the line
+    return isinstance(record, dict) and "type" not in record and ("mark" in record or "dir" in record)
+
+
+def _parse_wire_log(path: Path, text: str) -> tuple[dict[str, Any], list[_Socket]]:
+    case: dict[str, Any] = {}
+    raws: list[_Raw] = []
+    cut: str | None = None
+    not_events = 0
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        at = f"{path}:{number}"
+        record = _json_line(line, at)
+        if "mark" in record:
+            if record["mark"] == "case":
+                case = record
+            elif record.get("cut"):
+                cut = str(record["mark"])
+            continue
+        direction = record.get("dir")
+        if direction not in ("client", "server"):
+            raise ImportFailed(f"{at}: a wire log entry is a 'mark' or has 'dir' client or server, got {direction!r}")
+        event = record.get("event")
+        if event is None:
+            not_events += 1  # a text or binary frame that was not a JSON event: the log kept only its size
+            continue
+        if not isinstance(event, dict) or not isinstance(event.get("type"), str):
+            raise ImportFailed(f"{at}: 'event' must be an object with a string 'type'")
+        t = record.get("t")
+        if not isinstance(t, int | float) or isinstance(t, bool):
+            raise ImportFailed(f"{at}: 't' must be a number of seconds, got {t!r}")
+        raws.append(_Raw(number, direction, event, float(t)))
+    what = f"case {case['case']} ({case.get('title')}), client {case.get('client')}" if case.get("case") else "a case"
+    meta: dict[str, Any] = {"capture": f"rtreplay check wire log of {what}",
+                            "notes": "audio logged as sizes, replayed as silence"
+                                     + (f"; the barge-in was at: {cut}" if cut else "; the cut was never reached")
+                                     + (f"; {not_events} frame(s) that were not JSON events left out"
+                                        if not_events else "")}
+    return meta, [_Socket(raws)]
 
 
 # ---------------------------------------------------------------------------- pydantic-ai YAML

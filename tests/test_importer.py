@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,48 @@ def test_a_vcrpy_cassette_is_not_imported_twice(tmp_path: Path) -> None:
     text = yaml.safe_dump({"version": 1, "interactions": [{"request": {}, "response": {}}]})
     with pytest.raises(ImportFailed, match="already a vcrpy cassette"):
         import_trace(write(tmp_path, text, "c.yaml"))
+
+
+# ---------------------------------------------------------------------------- rtreplay's own wire logs
+
+
+def test_a_wire_log_from_check_imports_and_replays(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli import app
+
+    runner = CliRunner()
+    logs, report = tmp_path / "logs", tmp_path / "imported.json"
+    result = runner.invoke(app, ["check", "--client", "reference-fixed", "--cassette", "ga_text_turn_audio_response",
+                                 "--case", "RT-INT-6", "--speed", "0", "--logs", str(logs)])
+    assert result.exit_code == 0, result.output
+    log = logs / "RT-INT-6.jsonl"
+    entries = [json.loads(line) for line in log.read_text(encoding="utf-8").splitlines()]
+    cassette = import_trace(log)
+    assert cassette.metadata["format"] == "rtreplay wire log" and cassette.metadata["timing"] == "recorded"
+    assert "case RT-INT-6" in cassette.metadata["capture"] and "client reference-fixed" in cassette.metadata["capture"]
+    [session] = cassette.sessions
+    assert [(f.source, f.type) for f in session.frames] == [(e["dir"], e["event"]["type"]) for e in entries
+                                                            if "event" in e]
+    assert session.dialect == "ga" and session.model == "gpt-realtime"
+    saved = cassette.save(tmp_path / "from-log.yaml")
+    assert load(saved).sessions[0].frames == session.frames
+    result = runner.invoke(app, ["check", "--client", "reference-fixed", "--cassette", str(saved), "--speed", "0",
+                                 "--json", str(report)])
+    assert result.exit_code == 0, result.output
+    verdicts = {case["verdict"] for case in json.loads(report.read_text())["cases"]}
+    assert verdicts == {"OK"}
+
+
+@pytest.mark.parametrize(("lines", "expected"), [
+    ([{"mark": "case", "case": "RT-INT-1"}, {"t": 0.1, "dir": "upstream", "event": {"type": "x"}}],
+     "trace.jsonl:2: a wire log entry is a 'mark' or has 'dir' client or server, got 'upstream'"),
+    ([{"t": 0.1, "dir": "server", "event": {"type": "session.created"}}, {"t": "soon", "dir": "client",
+                                                                          "event": {"type": "response.create"}}],
+     "trace.jsonl:2: 't' must be a number of seconds, got 'soon'"),
+    ([{"mark": "case"}, {"t": 0.1, "dir": "server", "event": ["session.created"]}],
+     "trace.jsonl:2: 'event' must be an object with a string 'type'"),
+])
+def test_a_broken_wire_log_names_the_line(tmp_path: Path, lines: list[Any], expected: str) -> None:
+    with pytest.raises(ImportFailed, match=re.escape(expected)):
+        import_trace(write(tmp_path, lines))
