@@ -103,7 +103,10 @@ def _reason_lines(reason: str, width: int, most: int) -> tuple[list[Text], bool]
     cut = len(lines) > most or any(cell_len(line) > width for line in lines)
     kept = lines[:most]
     if len(lines) > most:
-        kept[-1] = kept[-1][: width - 2].rstrip() + " …"
+        words = kept[-1].split()
+        while len(words) > 1 and cell_len(" ".join(words)) + 2 > width:
+            words.pop()  # whole words only, so no id or code is cut in two
+        kept[-1] = " ".join(words) + " …"
     return [_fit(Text(line), width) for line in kept], cut
 
 
