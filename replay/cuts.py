@@ -20,6 +20,7 @@ from replay.cassette import Cassette, WebSocketSession
 from replay.dialect import neutral_name
 from replay.engine import Conversation, Snapshot
 from replay.protocol import AUDIO_DELTA_TYPES
+from replay.script import script_of
 
 _AFTER = re.compile(r"^after:(?P<type>[a-z_.]+)#(?P<n>\d+)$")
 _AT = re.compile(r"^at:(?P<s>\d+(\.\d+)?)s?$")
@@ -42,6 +43,7 @@ class Case:
     cut: str  # canonical label, after:TYPE#N
     dialect: str
     snapshot: Snapshot  # what the recording says the server holds at the cut
+    position: tuple[int, int] | None = None  # (response, step) of the cut in the model's output
 
 
 def cut_label(session: WebSocketSession, index: int) -> str:
@@ -194,11 +196,13 @@ def build_cases(cassettes: Iterable[tuple[Path, Cassette]], *, all_cuts: bool = 
     cases: list[Case] = []
     for path, cassette in cassettes:
         for session_index, session in enumerate(cassette.sessions):
+            script = script_of(cassette, session_index)
             points = _explicit(session, cuts) if cuts else sweep(session, all_cuts=all_cuts)
             for index, area, scenario, title, snap in points:
                 counters[area] += 1
                 cases.append(Case(f"RT-{area}-{counters[area]}", title, area, scenario, path, cassette.name,
-                                  session_index, index, cut_label(session, index), session.dialect, snap))
+                                  session_index, index, cut_label(session, index), session.dialect, snap,
+                                  script.position(index)))
     return cases
 
 

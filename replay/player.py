@@ -29,12 +29,13 @@ class ResponsePlayer:
         self._next = 0
         self.stopped = False
 
-    def due(self, now: float) -> list[Step]:
+    def due(self, now: float) -> list[tuple[int, Step]]:
+        """The steps due at ``now``, with their index in the response."""
         steps = self.response.steps
-        out: list[Step] = []
+        out: list[tuple[int, Step]] = []
         while not self.stopped and self._next < len(steps) \
                 and self.start + steps[self._next].offset * self.speed <= now:
-            out.append(steps[self._next])
+            out.append((self._next, steps[self._next]))
             self._next += 1
         return out
 

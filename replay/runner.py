@@ -96,7 +96,9 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
         cassette,
         ServerOptions(speed=options.speed, session_index=case.session_index, rules=options.rules, seed=case.id,
                       play_user=True, latency_ms=options.latency_ms),
-        cut=Cut(case.cut, quiet=options.quiet, max_window=options.max_window, stall=options.stall),
+        cut=Cut(case.cut, quiet=options.quiet, max_window=options.max_window, stall=options.stall,
+                response=case.position[0] if case.position else None,
+                step=case.position[1] if case.position else None),
     )
     async with server:
         model = session.model or "gpt-realtime"

@@ -54,6 +54,7 @@ class Step:
     offset: float  # seconds after the response's response.created
     kind: str  # a value of STEP_OF, or "raw" for a frame passed on as recorded (rate_limits.updated)
     data: dict[str, Any]
+    frame: int = -1  # the recorded frame it comes from, so a cut named on the recording finds its step
 
 
 @dataclass
@@ -61,6 +62,7 @@ class ModelResponse:
     index: int
     t: float  # recorded time of its response.created
     steps: list[Step]
+    frame: int = -1  # the recorded frame of its response.created
     status: str = "completed"
     status_details: Any = None
     usage: Any = None
@@ -117,6 +119,16 @@ class Script:
     audio_cut_at_source: bool = False
     notes: list[str] = field(default_factory=list)
 
+    def position(self, frame: int) -> tuple[int, int] | None:
+        """(response, step) of a recorded frame: step -1 is the response's response.created."""
+        for response in self.responses:
+            if response.frame == frame:
+                return response.index, -1
+            for index, step in enumerate(response.steps):
+                if step.frame == frame:
+                    return response.index, index
+        return None
+
     def turn_before(self, response_index: int) -> UserTurn | None:
         """The user turn whose response is the given one, if any."""
         return next((t for t in self.turns if t.responds and self.response_of(t) == response_index), None)
@@ -146,7 +158,7 @@ def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = Fa
             turns.append(pending)
         return pending
 
-    for t, source, event in frames:
+    for frame, (t, source, event) in enumerate(frames):
         if event is None:
             continue
         etype = event.get("type", "")
@@ -159,7 +171,8 @@ def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = Fa
         rid = _response_id(event)
         if etype == "response.created":
             raw = event.get("response") or {}
-            response = ModelResponse(len(responses), t, [], out_of_band=raw.get("conversation_id", "") is None)
+            response = ModelResponse(len(responses), t, [], frame,
+                                     out_of_band=raw.get("conversation_id", "") is None)
             responses.append(response)
             open_responses[rid or ""] = response
             if pending is not None:
@@ -173,7 +186,7 @@ def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = Fa
             owner = _owner(open_responses, event)
         if owner is not None and etype in STEP_OF:
             response = owner
-            response.steps.append(Step(round(t - response.t, 6), STEP_OF[etype], _step_data(etype, event)))
+            response.steps.append(Step(round(t - response.t, 6), STEP_OF[etype], _step_data(etype, event), frame))
             if etype == "response.output_audio.delta":
                 response.audio_ms += _audio_bytes(event.get("delta")) // 48
             if etype == "response.done":
@@ -186,7 +199,7 @@ def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = Fa
             continue
         if etype == "rate_limits.updated" and responses:
             last = responses[-1]
-            last.steps.append(Step(round(t - last.t, 6), "raw", event))
+            last.steps.append(Step(round(t - last.t, 6), "raw", event, frame))
             continue
         if etype == "input_audio_buffer.speech_started":
             speech_at = t

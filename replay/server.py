@@ -80,6 +80,11 @@ class Cut:
     max_window: float = 5.0  # ...or after this long in all...
     min_window: float = 1.0  # ...but never before this long: a loaded machine's client gets time to answer
     stall: float = 3.0  # nothing due and the client silent this long before the cut: not reached
+    # The cut as a place in the model's output: after step `step` (-1: after response.created) of the
+    # `response`-th response the live session plays. Set from a recording, it holds whatever items the
+    # client created before; the label then only names it.
+    response: int | None = None
+    step: int | None = None
 
     def __post_init__(self) -> None:
         after, at = _AFTER.match(self.label), _AT.match(self.label)
@@ -453,7 +458,13 @@ class _Connection:
         elif etype == "response.done" and self.user is not None:
             self.user.response_ended(self.now())
         cut = self.session.cut
-        if cut is not None and self.session.cut_at is None and cut.after_type == etype and count == cut.after_n:
+        if cut is not None and self.session.cut_at is None and cut.response is None and cut.after_type == etype \
+                and count == cut.after_n:
+            self._barge_in()
+
+    def _cut_at_step(self, response: int, step: int) -> None:
+        cut = self.session.cut
+        if cut is not None and self.session.cut_at is None and (cut.response, cut.step) == (response, step):
             self._barge_in()
 
     def _play_next(self, created: Event) -> None:
@@ -463,6 +474,7 @@ class _Connection:
         session.responses_started += 1
         if index < len(responses):
             self.player = ResponsePlayer(responses[index], self.now(), self.speed)
+            self._cut_at_step(index, -1)
         else:
             session.log.mark(self.now(), f"response {index + 1}: the recording has no response left to play; "
                                          "an empty completed response answers")
@@ -498,8 +510,10 @@ class _Connection:
             heapq.heappop(self.deferred)[2]()
         player = self.player
         if player is not None:
-            for step in player.due(now):
+            response = self.session.responses_started - 1
+            for index, step in player.due(now):
                 self._emit_all(self.engine.render_step(step), "model")
+                self._cut_at_step(response, index)
                 if self.player is not player:
                     break
             if self.player is player and player.finished:
