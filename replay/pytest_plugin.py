@@ -12,14 +12,27 @@ machinery is imported inside the functions that use it), and nothing runs unless
   and ``--realtime-upstream``: in a recording mode the fixture is a `RecordingProxy` instead.
 - ``rtreplay_case``: a test taking this argument runs once per case of the conformance corpus;
   ``@pytest.mark.rtreplay_cases("RT-INT-*", cassette=...)`` narrows it. `run_conformance` runs one.
+
+A case replays at recorded timing, so one takes as long as its recording (about 1-4 s) however
+fast the client is. `run_conformance` therefore does what ``rtreplay check`` does: once two tests of
+a function in a row have asked for their case with the same client object and equal options, the
+cases of the function's next tests start too, ``RunOptions.concurrency`` (16) in flight, on a
+background event loop, and each test waits for its own. A test asking with another client or other
+options gets a fresh run, and its function goes back to one case at a time; a client made anew in
+every test is never run ahead; ``RunOptions(concurrency=1)`` never runs ahead. Under pytest-xdist a
+worker cannot know which tests it will be given, so it starts only its next ``concurrency - 1``
+tests' cases, and a case may also run in a worker that is not given its test: without ``-n`` the
+plugin already runs the cases side by side.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import threading
 import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -31,7 +44,7 @@ if TYPE_CHECKING:
 
     from replay.clients.base import Client
     from replay.cuts import Case
-    from replay.runner import CaseResult, RunOptions
+    from replay.runner import CaseResult, CassetteCache, RunOptions
     from replay.server import LiveSession
 
 RECORD_MODES = ("once", "new_episodes", "none", "all", "rewrite")  # pytest-recording's, in its order
@@ -56,6 +69,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _ACTIVE.append(_RunAhead())
+    config.stash[_AHEAD] = _ACTIVE[-1]
     config.addinivalue_line("markers", "realtime_cassette(name_or_path, *, session=None, speed=0.0, strict=False): "
                                        "the cassette the realtime_server fixture replays (or records)")
     config.addinivalue_line("markers", "rtreplay_cases(*patterns, cassette=None): narrow the rtreplay_case "
@@ -311,11 +326,184 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def run_conformance(case: Case, client: Client | str, options: RunOptions | None = None) -> CaseResult:
-    """Run one case against a client, blocking (for a synchronous test); await `run_case` in an async one."""
+    """Run one case against a client, blocking (for a synchronous test); await `run_case` in an async one.
+
+    Inside a pytest run the cases of the following tests of the same function are started ahead
+    (see the module's docstring); outside one, or with ``options.concurrency <= 1``, only this case runs.
+    """
     import asyncio
 
     from replay.clients.registry import get_client
     from replay.runner import CassetteCache, RunOptions, run_case
 
     chosen = get_client(client) if isinstance(client, str) else client
-    return asyncio.run(run_case(case, chosen, options or RunOptions(), CassetteCache()))
+    chosen_options = options or RunOptions()
+    ahead = _ACTIVE[-1] if _ACTIVE else None
+    if ahead is not None and chosen_options.concurrency > 1:
+        result = ahead.result(case, chosen, chosen_options)
+        if result is not None:
+            return result
+    return asyncio.run(run_case(case, chosen, chosen_options, CassetteCache()))
+
+
+# ---------------------------------------------------------------------------- running cases ahead
+
+
+@dataclass
+class _Started:
+    """A case started ahead of its test, and what it was started with."""
+
+    case: Case
+    client: Client
+    options: RunOptions
+    future: Future[CaseResult]
+
+    def serves(self, case: Case, client: Client, options: RunOptions) -> bool:
+        return self.case is case and self.asked_with(client, options)
+
+    def asked_with(self, client: Client, options: RunOptions) -> bool:
+        return self.client is client and _same_options(self.options, options)
+
+
+def _same_options(a: RunOptions, b: RunOptions) -> bool:
+    """Field by field; a RuleBook compares by its rules (each RunOptions() makes a new one)."""
+    from replay.rules import RuleBook
+
+    def same(x: Any, y: Any) -> bool:
+        return x.rules == y.rules if isinstance(x, RuleBook) and isinstance(y, RuleBook) else bool(x == y)
+
+    return type(a) is type(b) and all(same(getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(a))
+
+
+class _RunAhead:
+    """This process's rtreplay_case tests in run order, the current one, and the cases started ahead.
+
+    Only the test thread touches it; the cases themselves run on one background loop.
+    """
+
+    def __init__(self) -> None:
+        self.groups: dict[str, list[pytest.Item]] = {}  # one list per test function (and other parameters)
+        self.group_of: dict[str, str] = {}
+        self.current: pytest.Item | None = None
+        self.started: dict[str, _Started] = {}
+        self.done: set[str] = set()
+        self.one_at_a_time: set[str] = set()  # groups whose tests did not all ask for the same run
+        self.asked: dict[str, _Started] = {}  # each group's last run: two alike in a row start the next ones
+        self.xdist_worker = False
+        self._loop: _BackgroundLoop | None = None
+        self._cassettes: CassetteCache | None = None
+        self._gates: dict[int, asyncio.Semaphore] = {}  # by concurrency: cases started ahead, so many at once
+
+    def collected(self, items: Sequence[pytest.Item]) -> None:
+        self.groups.clear()
+        self.group_of.clear()
+        for item in items:
+            callspec = getattr(item, "callspec", None)
+            if callspec is None or "rtreplay_case" not in callspec.params:
+                continue
+            others = sorted((name, id(value)) for name, value in callspec.params.items() if name != "rtreplay_case")
+            group = f"{item.nodeid.split('[', 1)[0]} {others}"
+            self.groups.setdefault(group, []).append(item)
+            self.group_of[item.nodeid] = group
+
+    def result(self, case: Case, client: Client, options: RunOptions) -> CaseResult | None:
+        """The current test's case run with this client and options, started ahead of it if it was;
+        None when this is not the current test's case (the caller runs it alone)."""
+        item = self.current
+        callspec = getattr(item, "callspec", None)
+        if item is None or callspec is None or callspec.params.get("rtreplay_case") is not case:
+            return None
+        group = self.group_of.get(item.nodeid)
+        if group is None:
+            return None
+        run = self.started.pop(item.nodeid, None)
+        if run is not None and not run.serves(case, client, options):
+            self.one_at_a_time.add(group)  # the tests want different runs: guessing ahead would only waste
+            for other in [i.nodeid for i in self.groups[group] if i.nodeid in self.started]:
+                self.started.pop(other).future.cancel()
+            run.future.cancel()
+            run = None
+        if run is None:
+            run = self._start(case, client, options)
+        self.done.add(item.nodeid)
+        previous, self.asked[group] = self.asked.get(group), run
+        if group not in self.one_at_a_time and previous is not None and previous.asked_with(client, options):
+            self._fill(group, item, client, options)
+        return run.future.result()
+
+    def _fill(self, group: str, item: pytest.Item, client: Client, options: RunOptions) -> None:
+        """Start the group's next tests' cases, ``options.concurrency`` in flight, as ``rtreplay check`` does.
+
+        Under pytest-xdist a worker does not know which tests it will be given, so it starts only the
+        next ``concurrency - 1``: a case another worker is given may also run here, but only so many.
+        """
+        items = self.groups[group]
+        at = next(i for i, other in enumerate(items) if other is item)
+        upcoming = items[at + 1: at + options.concurrency] if self.xdist_worker else items[at + 1:]
+        for other in upcoming:
+            if other.nodeid not in self.started and other.nodeid not in self.done:
+                self.started[other.nodeid] = self._start(_case_param(other), client, options, gated=True)
+
+    def _start(self, case: Case, client: Client, options: RunOptions, *, gated: bool = False) -> _Started:
+        """Run a case on the background loop; a case started ahead waits for one of the group's slots."""
+        import asyncio
+
+        from replay.runner import CassetteCache, run_case
+
+        if self._loop is None:
+            self._loop = _BackgroundLoop()
+            self._cassettes = CassetteCache()
+        cassettes = self._cassettes
+        assert cassettes is not None
+        gate = self._gates.get(options.concurrency) if gated else None
+        if gated and gate is None:
+            gate = self._gates[options.concurrency] = asyncio.Semaphore(options.concurrency)
+
+        async def run() -> CaseResult:
+            if gate is None:
+                return await run_case(case, client, options, cassettes)
+            async with gate:
+                return await run_case(case, client, options, cassettes)
+
+        return _Started(case, client, options, asyncio.run_coroutine_threadsafe(run(), self._loop.loop))
+
+    def close(self) -> None:
+        """Cases started for tests that never ran (``-x``, Ctrl-C) are cancelled with the loop."""
+        if self._loop is not None:
+            self._loop.stop()
+            self._loop = None
+        self.started.clear()
+        self.asked.clear()
+        self._gates.clear()
+
+
+def _case_param(item: pytest.Item) -> Case:
+    case: Case = item.callspec.params["rtreplay_case"]  # type: ignore[attr-defined]
+    return case
+
+
+_ACTIVE: list[_RunAhead] = []  # a stack: pytester runs pytest inside pytest
+_AHEAD = pytest.StashKey[_RunAhead]()
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    ahead = session.config.stash[_AHEAD]
+    ahead.xdist_worker = hasattr(session.config, "workerinput")
+    ahead.collected(session.items)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.config.stash[_AHEAD].current = item
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    session.config.stash[_AHEAD].close()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    ahead = config.stash.get(_AHEAD, None)
+    if ahead is not None:
+        ahead.close()
+        if ahead in _ACTIVE:
+            _ACTIVE.remove(ahead)

@@ -258,3 +258,62 @@ def test_my_client(rtreplay_case):
     assert result.case is rtreplay_case and result.log[0]["case"] == rtreplay_case.id
 """)
     inner.runpytest(*PLUGIN, "-v").assert_outcomes(passed=2)
+
+
+def test_run_conformance_runs_the_next_cases_ahead_only_for_the_same_client(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_ahead="""
+import pytest
+
+from replay.clients.reference import FIXED
+from replay.pytest_plugin import run_conformance
+from replay.runner import RunOptions
+
+THREE = pytest.mark.rtreplay_cases("RT-INT-1", "RT-INT-2", "RT-INT-3")
+
+
+class Counting:
+    name = "counting"
+
+    def __init__(self):
+        self.running = self.most = 0
+        self.ran = []
+
+    def version(self):
+        return None
+
+    async def run(self, target, stop):
+        self.running += 1
+        self.most = max(self.most, self.running)
+        self.ran.append(target.case_id)
+        try:
+            return await FIXED.run(target, stop)
+        finally:
+            self.running -= 1
+
+
+SHARED, SERIAL = Counting(), Counting()
+
+
+@THREE
+def test_shared_client(rtreplay_case):
+    result = run_conformance(rtreplay_case, SHARED, RunOptions(speed=0))
+    assert result.case is rtreplay_case and result.verdict.verdict == "OK"
+
+
+@THREE
+def test_one_at_a_time(rtreplay_case):
+    assert run_conformance(rtreplay_case, SERIAL, RunOptions(speed=0, concurrency=1)).verdict.verdict == "OK"
+
+
+@THREE
+def test_a_client_of_its_own(rtreplay_case):
+    mine = Counting()
+    result = run_conformance(rtreplay_case, mine, RunOptions(speed=0))
+    assert mine.ran == [rtreplay_case.id] and result.case is rtreplay_case
+
+
+def test_what_ran():
+    assert SHARED.most > 1 and sorted(SHARED.ran) == ["RT-INT-1", "RT-INT-2", "RT-INT-3"]
+    assert SERIAL.most == 1 and SERIAL.ran == ["RT-INT-1", "RT-INT-2", "RT-INT-3"]
+""")
+    inner.runpytest(*PLUGIN, "-p", "no:randomly").assert_outcomes(passed=10)
