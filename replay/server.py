@@ -63,7 +63,7 @@ class ServerOptions:
     max_session_s: float = 3600.0  # then `session_expired` and close 1001, as the real API
     seed: int | str | None = None  # ids; None mints fresh ones per connection
     play_user: bool = False  # voice turns on the recorded timeline, whatever audio the client appends
-    latency_ms: float = 0.0  # answers to client events (and the cancel tail) go out this late
+    latency_ms: float = 0.0  # every frame reaches the client this late, and a cancel takes twice as long
     on_event: Callable[[str], None] | None = None  # one line per connection and per divergence, for `serve`
 
 
@@ -549,7 +549,8 @@ class _Connection:
         if response is None:
             return
         response.cancelling = True
-        self._later(self.latency, lambda: self._emit_all(self.engine.cancel_tail(reason), "engine"))
+        # Stopping takes the server a round trip's time: a client's next event can land before it is done.
+        self._later(2 * self.latency, lambda: self._emit_all(self.engine.cancel_tail(reason), "engine"))
 
     def _barge_in(self) -> None:
         session = self.session
