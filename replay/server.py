@@ -520,10 +520,13 @@ class _Connection:
                 self.player = None
         if self.user is not None:
             engine = self.engine
-            listening = engine.turn_detection is not None
-            for speech in self.user.poll(now, input_ms=engine.input_audio_ms, listening=listening,
-                                         response_active=engine.response is not None):
-                self._speak(speech)
+            for _ in range(4):  # a whole utterance can arrive in one append: its start, then at once its end
+                said = self.user.poll(now, input_ms=engine.input_audio_ms, listening=engine.turn_detection is not None,
+                                      response_active=engine.response is not None)
+                for speech in said:
+                    self._speak(speech)
+                if not said:
+                    break
         self._check_cut(now)
 
     def _speak(self, speech: Speech, origin: str = "user") -> None:
