@@ -153,7 +153,7 @@ def show(
         console.print(timeline(loaded, index))
     for interaction in loaded.http_interactions:
         request, response = interaction["request"], interaction["response"]
-        console.print(f"HTTP {request['method']} {request['uri']} → {response['status']['code']}")
+        _say(f"HTTP {request['method']} {request['uri']} → {response['status']['code']}")
 
 
 def _safe(text: str) -> str:
@@ -555,7 +555,7 @@ def matrix(
             "".join(f" --case '{c}'" for c in case or []) + f" --update {update.name}"
         with clear_errors():
             table.update(update, rendered, command=command)
-        console.print(f"updated {update}", highlight=False)
+        _say(f"updated {update}")
 
 
 @app.command()
