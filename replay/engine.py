@@ -390,7 +390,8 @@ class Conversation(ModelOutput):
         self._validate_response(params)
         out_of_band = params.get("conversation") == "none"
         if not out_of_band:
-            active = self.response.id if self.response and not self.response.out_of_band else self._requested
+            default = self.default_response
+            active = default.id if default is not None else self._requested
             if active:
                 raise Refusal("T9", response_id=active)
         response_id = self.ids("resp")
@@ -421,9 +422,10 @@ class Conversation(ModelOutput):
         wanted = event.get("response_id")
         if wanted is not None:
             _check_type(wanted, str, "response_id", "a string")
-        if self.response is None or (wanted and wanted != self.response.id):
+        response = self.active.get(wanted) if wanted else self.response
+        if response is None:
             raise Refusal("T10")
-        if self.response.cancelling:
+        if response.cancelling:
             return []  # the first cancel's tail is on its way; the server says nothing twice
-        self.response.cancelling = True
-        return self.cancel_tail("client_cancelled")
+        response.cancelling = True
+        return self.cancel_tail("client_cancelled", response.id)

@@ -67,7 +67,7 @@ class ModelOutput(ConversationState):
         obj["metadata"] = params.get("metadata")
         return obj
 
-    def render_step(self, step: Step) -> list[Event]:
+    def render_step(self, step: Step, response_id: str | None = None) -> list[Event]:
         """The wire events of one recorded model-output step, under the live response's ids.
 
         Not applied: the caller sends each through :meth:`send_server`, in order, before the next.
@@ -75,7 +75,7 @@ class ModelOutput(ConversationState):
         kind, data = step.kind, step.data
         if kind == "raw":  # session-level frames the response brought (rate_limits.updated)
             return [{**data, "event_id": self.ids("event")}]
-        response = self.response
+        response = self.active.get(response_id) if response_id is not None else self.response
         if response is None:
             return []
         if kind == "done":
@@ -175,13 +175,14 @@ class ModelOutput(ConversationState):
                      usage=data.get("usage") or empty_usage(self.dialect))
         return self._ev("response.done", response=final)
 
-    def finish_empty(self) -> list[Event]:
+    def finish_empty(self, response_id: str) -> list[Event]:
         """No recorded response is left to play: the honest answer is an empty, completed response."""
-        return [self._response_done(self.response, None)] if self.response is not None else []
+        response = self.active.get(response_id)
+        return [self._response_done(response, None)] if response is not None else []
 
-    def cancel_tail(self, reason: str) -> list[Event]:
+    def cancel_tail(self, reason: str, response_id: str | None = None) -> list[Event]:
         """The `.done` frames that close an active response, ending in `response.done` cancelled."""
-        response = self.response
+        response = self.active.get(response_id) if response_id is not None else self.response
         if response is None:
             return []
         events: list[Event] = []
@@ -236,8 +237,8 @@ class ModelOutput(ConversationState):
         """Whether speech now auto-cancels the active response (`interrupt_response`, reference §8.3)."""
         turn = self.turn_detection
         interrupt = turn.get("interrupt_response", True) if turn is not None else False
-        return bool(interrupt) and self.response is not None and not self.response.out_of_band \
-            and not self.response.cancelling
+        default = self.default_response
+        return bool(interrupt) and default is not None and not default.cancelling
 
     def speech_stopped(self, transcript: str | None = None, audio_end_ms: int | None = None) -> list[Event]:
         """The end of the user's speech: stopped, committed, and the user's item (reference §8.2)."""
@@ -258,7 +259,7 @@ class ModelOutput(ConversationState):
 
     def auto_response(self) -> list[Event]:
         """`response.created` for a response the server starts on its own after a voice turn."""
-        if self.response is not None and not self.response.out_of_band:
+        if self.default_response is not None:
             return []
         self._params = {}
         self._out_of_band_pending = False
@@ -268,8 +269,8 @@ class ModelOutput(ConversationState):
     def barge_in(self) -> list[Event]:
         """What the server sends when the user starts speaking now (reference §8.3)."""
         events = [self.speech_started()]
-        if self.interrupts():
-            assert self.response is not None
-            self.response.cancelling = True
-            events += self.cancel_tail("turn_detected")
+        default = self.default_response
+        if self.interrupts() and default is not None:
+            default.cancelling = True
+            events += self.cancel_tail("turn_detected", default.id)
         return events

@@ -353,7 +353,7 @@ class _Connection:
         self.wake = asyncio.Event()
         self.speed = options.speed
         self.latency = max(0.0, options.latency_ms) / 1000
-        self.player: ResponsePlayer | None = None
+        self.players: dict[str, tuple[int, ResponsePlayer]] = {}  # response id -> (its number, its player)
         self.user = User(self.script, timeline=options.play_user, speed=options.speed) if self.script else None
         # (due, seq, event or None for a mark, origin or the mark's text): the network pipe
         self.outbox: list[tuple[float, int, Event | None, str]] = []
@@ -472,13 +472,14 @@ class _Connection:
         responses = self.script.responses if self.script is not None else []
         index = session.responses_started
         session.responses_started += 1
+        response_id = str((created.get("response") or {}).get("id"))
         if index < len(responses):
-            self.player = ResponsePlayer(responses[index], self.now(), self.speed)
+            self.players[response_id] = (index, ResponsePlayer(responses[index], self.now(), self.speed))
             self._cut_at_step(index, -1)
         else:
             session.log.mark(self.now(), f"response {index + 1}: the recording has no response left to play; "
                                          "an empty completed response answers")
-            self._emit_all(self.engine.finish_empty(), "engine")
+            self._emit_all(self.engine.finish_empty(response_id), "engine")
 
     async def _drain(self) -> None:
         with contextlib.suppress(ConnectionError):
@@ -508,16 +509,12 @@ class _Connection:
     def _tick(self, now: float) -> None:
         while self.deferred and self.deferred[0][0] <= now:
             heapq.heappop(self.deferred)[2]()
-        player = self.player
-        if player is not None:
-            response = self.session.responses_started - 1
-            for index, step in player.due(now):
-                self._emit_all(self.engine.render_step(step), "model")
-                self._cut_at_step(response, index)
-                if self.player is not player:
-                    break
-            if self.player is player and player.finished:
-                self.player = None
+        for response_id, (index, player) in list(self.players.items()):
+            for position, step in player.due(now):
+                self._emit_all(self.engine.render_step(step, response_id), "model")
+                self._cut_at_step(index, position)
+            if player.finished:
+                self.players.pop(response_id, None)
         if self.user is not None:
             engine = self.engine
             for _ in range(4):  # a whole utterance can arrive in one append: its start, then at once its end
@@ -536,24 +533,27 @@ class _Connection:
         if speech.kind == "started":
             start_ms = None if timeline or turn is None else turn.audio_start_ms
             self._emit(engine.speech_started(turn.item_id if turn else None, start_ms), origin)
-            if engine.interrupts():
-                self._cancel("turn_detected")
+            default = engine.default_response
+            if engine.interrupts() and default is not None:
+                self._cancel("turn_detected", default.id)
             return
         end_ms = None if timeline or turn is None else turn.audio_end_ms
         self._emit_all(engine.speech_stopped(turn.text if turn is not None else None, end_ms), "user")
         if engine.creates_response():
             self._emit_all(engine.auto_response(), "engine")
 
-    def _cancel(self, reason: str) -> None:
+    def _cancel(self, reason: str, response_id: str) -> None:
         """The model stops at once; the cancel tail follows after the server's latency (reference §8.3-8.4)."""
-        if self.player is not None:
-            self.player.stop()
-        response = self.engine.response
+        entry = self.players.pop(response_id, None)
+        if entry is not None:
+            entry[1].stop()
+        response = self.engine.active.get(response_id)
         if response is None:
             return
         response.cancelling = True
         # Stopping takes the server a round trip's time: a client's next event can land before it is done.
-        self._later(2 * self.latency, lambda: self._emit_all(self.engine.cancel_tail(reason), "engine"))
+        self._later(2 * self.latency,
+                    lambda: self._emit_all(self.engine.cancel_tail(reason, response_id), "engine"))
 
     def _barge_in(self) -> None:
         session = self.session
@@ -589,7 +589,7 @@ class _Connection:
 
     def _busy(self) -> bool:
         """Something is due on the server's side: output playing, the user speaking or about to, answers in flight."""
-        if self.player is not None or self.outbox or self.deferred:
+        if self.players or self.outbox or self.deferred:
             return True
         if self.user is None:
             return False
@@ -621,8 +621,9 @@ class _Connection:
             deadlines.append(self.outbox[0][0] - now)
         if self.deferred:
             deadlines.append(self.deferred[0][0] - now)
-        if self.player is not None and (deadline := self.player.next_deadline()) is not None:
-            deadlines.append(deadline - now)
+        for _, player in self.players.values():
+            if (deadline := player.next_deadline()) is not None:
+                deadlines.append(deadline - now)
         if self.user is not None:
             due = self.user.due_at(self.engine.input_audio_ms, self.engine.turn_detection is not None)
             if due is not None:
@@ -683,7 +684,7 @@ class _Connection:
                 return
         self._tell_user(received)
         if etype == "response.cancel" and received.rule is None and received.reactions:
-            self._cancel("client_cancelled")
+            self._cancel("client_cancelled", str(received.reactions[-1]["response"]["id"]))
         else:
             self._emit_all(received.reactions, "engine")
         if etype == "session.close":

@@ -161,8 +161,8 @@ class ConversationState:
         self.enforce_t2 = enforce_t2  # off where the recording's audio was cut at the source
         self.conversation_id = self.ids("conv")
         self.items: dict[str, Item] = {}  # insertion order == conversation order
-        self.response: Response | None = None
-        self.last_response: Response | None = None
+        self.active: dict[str, Response] = {}  # responses in flight: the default conversation's, and out-of-band ones
+        self.last_response: Response | None = None  # the latest response of the default conversation
         self.input_buffer_bytes = 0  # appended since the last commit
         self.input_audio_ms = 0.0  # appended over the whole session (VAD's clock)
         self.assistant_audio = False  # any model audio produced (voice lock, T11)
@@ -174,6 +174,16 @@ class ConversationState:
         self._out_of_band_pending = False
         self._vad_ms = 0
         self._on_server: dict[str, Callable[[Event], Event]] = self._server_handlers()
+
+    @property
+    def response(self) -> Response | None:
+        """The active response of the default conversation, else the latest out-of-band one."""
+        default = next((r for r in reversed(self.active.values()) if not r.out_of_band), None)
+        return default or next(reversed(self.active.values()), None)
+
+    @property
+    def default_response(self) -> Response | None:
+        return next((r for r in reversed(self.active.values()) if not r.out_of_band), None)
 
     def _ev(self, etype: str, **fields: Any) -> Event:
         return {"type": etype, "event_id": self.ids("event"), **fields}
@@ -223,7 +233,7 @@ class ConversationState:
         turn = self.turn_detection
         return Snapshot(
             response_id=response.id if response is not None else None,
-            response_active=response is not None and response is self.response,
+            response_active=response is not None and response.id in self.active,
             modalities=tuple(modalities) if isinstance(modalities, list) else ("audio",),
             item_id=item.id if item is not None else None,
             item_type=item.type if item is not None else None,
@@ -379,12 +389,15 @@ class ConversationState:
         raw = event["response"]
         out_of_band = self._out_of_band_pending or raw.get("conversation_id", "x") is None
         self._out_of_band_pending = False
-        if not out_of_band and self.response is not None and not self.response.out_of_band:
-            self.notes.append(f"response.created {raw.get('id')} while {self.response.id} was still active")
+        default = self.default_response
+        if not out_of_band and default is not None:
+            self.notes.append(f"response.created {raw.get('id')} while {default.id} was still active")
         self._requested = None
         modalities = raw.get("output_modalities") or raw.get("modalities") or ["audio"]
-        self.response = self.last_response = Response(raw.get("id", ""), raw, out_of_band,
-                                                      text_only="audio" not in modalities)
+        response = Response(raw.get("id", ""), raw, out_of_band, text_only="audio" not in modalities)
+        self.active[response.id] = response
+        if not out_of_band or self.last_response is None:
+            self.last_response = response
         return event
 
     def _on_output_item_added(self, event: Event) -> Event:
@@ -397,8 +410,9 @@ class ConversationState:
             self.items[item.id] = item
         item.response_id = event.get("response_id")
         item.output_index = event.get("output_index", 0)
-        if self.response is not None:
-            self.response.items.append(item.id)
+        response = self.active.get(event.get("response_id", "")) or self.response
+        if response is not None:
+            response.items.append(item.id)
         return event
 
     def _on_output_item_done(self, event: Event) -> Event:
@@ -454,9 +468,9 @@ class ConversationState:
 
     def _on_response_done(self, event: Event) -> Event:
         raw = event.get("response") or {}
-        if self.response is None:
-            self.notes.append(f"response.done {raw.get('id')} with no response active")
-        elif raw.get("id") not in (None, self.response.id):
-            self.notes.append(f"response.done {raw.get('id')} while {self.response.id} was active")
-        self.response = None
+        ended = self.active.pop(raw.get("id", ""), None)
+        if ended is None and raw.get("id") is None and self.response is not None:  # a recording without ids
+            ended = self.active.pop(self.response.id)
+        if ended is None:
+            self.notes.append(f"response.done {raw.get('id')} with no such response active")
         return event

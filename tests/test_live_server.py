@@ -446,8 +446,6 @@ async def test_an_out_of_band_response_leaves_the_conversation_alone_and_echoes_
     assert next_item["previous_item_id"] == user_item
 
 
-@pytest.mark.xfail(strict=True, reason="a response started while another is active (out-of-band and default) replaces "
-                   "it: the first one stops mid-stream and never gets its response.done")
 @pytest.mark.parametrize("oob_first", [True, False], ids=["out-of-band-first", "default-first"])
 async def test_an_out_of_band_response_and_a_default_one_both_finish(oob_first: bool) -> None:
     name = "ga_two_responses_audio"
