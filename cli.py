@@ -353,8 +353,9 @@ def check(
             _write_reports(report, tags, {"latency_ms": delay}, json_out=json_out, junit=junit, html=html,
                            logs=logs, write_baseline=write_baseline, strict=strict)
             gate = reports.gate(report, strict=strict, baseline=known)
-            _say(gate.message)
             reached_code, problem = _reached_exit(report, min_coverage)
+            if problem is None or gate.exit_code:  # a PASS over cases nobody reached would mislead
+                _say(gate.message)
             if problem:
                 err.print(f"[bold red]error:[/] {escape(problem)}" if reached_code == 2 else escape(problem),
                           soft_wrap=True)

@@ -251,6 +251,16 @@ def test_a_program_that_is_not_found_is_one_error_before_the_sweep() -> None:
     assert "RT-INT-1" not in out and out.count("error:") == 1
 
 
+def test_a_run_that_reaches_no_case_exits_2(tmp_path: Path) -> None:
+    script = tmp_path / "hangs-up.py"
+    script.write_text("import asyncio, os\nfrom websockets.asyncio.client import connect\n"
+                      "async def main():\n    async with connect(os.environ['RTREPLAY_WS_URL'], "
+                      "additional_headers={'Authorization': 'Bearer x'}):\n        pass\nasyncio.run(main())\n")
+    code, out = run("check", "--cmd", f"{sys.executable} {script}", "--case", "RT-INT-[1-2]")
+    assert code == 2, out
+    assert "0 of 2 cases reached" in out and "reached none of its 2 case(s)" in out and "PASS" not in out
+
+
 def test_coverage_decides_the_exit_code() -> None:
     def report(*verdicts: str) -> RunReport:
         results = [SimpleNamespace(verdict=Verdict(v, "why")) for v in verdicts]
