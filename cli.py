@@ -40,6 +40,7 @@ err = Console(stderr=True, emoji=False, highlight=False)
 # The runner's bounds, said in --help (tests/test_cli.py checks them against RunOptions).
 WINDOW_S = 5.0
 CASE_TIMEOUT_S = 30.0
+STALL_S = 3.0
 PREFLIGHT_LINES = 20  # of a program's output, when it never connected
 
 
@@ -267,8 +268,9 @@ def check(
     concurrency: Annotated[int, typer.Option(help="Cases run at once.")] = 16,
     tolerance_ms: Annotated[int, typer.Option(help="Truncate vs playback estimate before it is noted.")] = 250,
     window_ms: Annotated[int, typer.Option(help="After the barge-in, watch the client until this long without a "
-                                           f"frame (at most {WINDOW_S:g} s); a case gives up {CASE_TIMEOUT_S:g} s "
-                                           "after it started.")] = 300,
+                                           f"frame (at most {WINDOW_S:g} s). Before the cut, a client silent for "
+                                           f"{STALL_S:g} s with nothing due is NOT-REACHED; a case gives up "
+                                           f"{CASE_TIMEOUT_S:g} s after it started.")] = 300,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the cases that are not OK, and the "
                                         "summary.")] = False,
     list_only: Annotated[bool, typer.Option("--list", help="List the cases and exit.")] = False,

@@ -274,9 +274,12 @@ def test_coverage_decides_the_exit_code() -> None:
 
 
 def test_the_limits_in_help_are_the_runners() -> None:
-    assert (RunOptions().max_window, RunOptions().case_timeout) == (cli.WINDOW_S, cli.CASE_TIMEOUT_S)
+    defaults = RunOptions()
+    assert (defaults.max_window, defaults.case_timeout, defaults.stall) == (cli.WINDOW_S, cli.CASE_TIMEOUT_S,
+                                                                            cli.STALL_S)
     code, out = run("check", "--help")
     text = " ".join(out.replace("│", " ").split())
     assert code == 0
     assert f"must connect within {CONNECT_TIMEOUT:g} s" in text and f"SIGKILL {TERM_GRACE:g} s later" in text
     assert f"at most {cli.WINDOW_S:g} s" in text and f"gives up {cli.CASE_TIMEOUT_S:g} s" in text
+    assert f"silent for {cli.STALL_S:g} s with nothing due is NOT-REACHED" in text
