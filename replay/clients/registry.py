@@ -23,6 +23,9 @@ BUILTIN: dict[str, str] = {
     "openai-agents-interrupt": "replay.clients.openai_agents:CLIENT_EXPLICIT",
     "pipecat": "replay.clients.pipecat:CLIENT",
     "pipecat-interruption-frame": "replay.clients.pipecat:CLIENT_FRAME",
+    "openai-agents-js": "replay.clients.node_drivers:OPENAI_AGENTS_JS",
+    "livekit-node": "replay.clients.node_drivers:LIVEKIT_NODE",
+    "openai-node": "replay.clients.node_drivers:OPENAI_NODE",
 }
 
 
