@@ -7,6 +7,7 @@ import hashlib
 from pathlib import Path
 
 import pytest
+import yaml
 from vcr.serialize import deserialize
 from vcr.serializers import yamlserializer
 
@@ -58,6 +59,8 @@ def test_round_trip_keeps_every_frame(tmp_path: Path) -> None:
     ("version: 1\ninteractions: [{request: {uri: x}, response: {websocket: {dialect: ga, frames: "
      "[{t: 0, from: server, event: {no_type: 1}}]}}}]", "frames[0].event: must be a mapping with a string 'type'"),
     ("!!python/object/apply:os.system ['echo pwned']", "not valid YAML"),
+    ("version: 1\ninteractions: [{request: {uri: x}, response: {websocket: {dialect: ga, frames: "
+     "[{t: 0, from: server, event: {type: a, x: !!seq abc}}]}}}]", "expected a sequence node, but found scalar"),
 ])
 def test_broken_cassettes_give_one_clear_error_naming_the_file(text: str, message: str) -> None:
     with pytest.raises(CassetteError) as info:
@@ -116,3 +119,21 @@ def test_text_and_binary_frames_survive_a_round_trip(tmp_path: Path) -> None:
     again = load(Cassette({"origin": "recorded"}, [session]).save(tmp_path / "raw.yaml")).sessions[0]
     assert again.frames[0].text == "{not json" and again.frames[1].binary == b"\x00\x01"
     assert again.close == {"code": 1000, "reason": "", "by": "client"} and again.model == "gpt-realtime"
+
+
+@pytest.mark.parametrize("event", [
+    "{type: a, shared: &s {x: 1}, again: *s, list: [*s, *s]}",
+    "{type: a, base: &b {x: 1, y: 2}, derived: {<<: *b, y: 3}}",
+    "{type: a, o: !!omap [{a: 1}, {b: 2}], s: !!set {a, b}, p: !!pairs [{a: 1}, {a: 2}]}",
+    "{type: a, t: 2026-01-01 12:00:00, d: 2026-01-01, b: !!binary aGVsbG8=, f: .inf, n: ~, y: yes, h: 0x1F}",
+    "{type: a, quoted: '1', empty: '', bare: , keys: {1: a, 2.5: b, null: c, true: d}, n: !!str 12}",
+    "&r {type: a, self: *r}",
+])
+def test_every_yaml_feature_loads_as_pyyaml_loads_it(event: str) -> None:
+    text = f"version: 1\ninteractions: [{{request: {{uri: x}}, response: {{websocket: {{dialect: ga, frames: " \
+           f"[{{t: 0, from: server, event: {event}}}]}}}}}}]"
+    loaded = loads(text).sessions[0].frames[0].event
+    expected = yaml.safe_load(text)["interactions"][0]["response"]["websocket"]["frames"][0]["event"]
+    assert repr(loaded) == repr(expected)
+    if "shared" in event:
+        assert loaded["again"] is loaded["shared"]  # an alias is one object, as PyYAML makes it
