@@ -102,7 +102,9 @@ class Wire:
 
 @asynccontextmanager
 async def client(server: ReplayServer, dialect: Dialect = "ga", model: str | None = None) -> AsyncIterator[Wire]:
-    async with connect(server.ws_url(model), additional_headers=HEADERS[dialect], max_size=None) as ws:
+    # max_queue=None: frames a test leaves unread never pause reading, so the closing handshake is prompt
+    async with connect(server.ws_url(model), additional_headers=HEADERS[dialect], max_size=None,
+                       max_queue=None) as ws:
         yield Wire(ws)
 
 
