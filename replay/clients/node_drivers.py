@@ -71,11 +71,11 @@ def _pins() -> str:
 
 
 def _npm_error(output: str, returncode: int) -> str:
-    """The line of npm's output that says what went wrong."""
-    lines = [line.strip() for line in output.splitlines() if line.strip()]
-    errors = [line for line in lines if line.startswith("npm error") and not line.startswith(("npm error code",
-                                                                                              "npm error A complete"))]
-    return (errors or lines or [f"exit code {returncode}"])[0]
+    """The line of npm's output that says what went wrong (npm prints code, syscall, errno lines first)."""
+    said = [line.strip().removeprefix("npm error").strip() for line in output.splitlines()
+            if line.startswith("npm error")]
+    plain = [line for line in said if line and not re.match(r"(code|syscall|errno|path|at |A complete log)\b", line)]
+    return (plain or said or [f"exit code {returncode}"])[0]
 
 
 def install_pinned() -> Path:
@@ -198,8 +198,8 @@ class NodeClient:
             if not explicit.is_dir():
                 raise MissingDependency(f"{NODE_MODULES_ENV} / --node-modules: {explicit} is not a directory")
             base = explicit.resolve()
-            return NodeSetup(node, base, self._version_at(node, base, "install them there, or leave "
-                                                                        "--node-modules out to use the pinned ones"))
+            hint = "install it there with npm, or leave --node-modules out to use the pinned version"
+            return NodeSetup(node, base, self._version_at(node, base, hint))
         base = Path.cwd()
         versions = self._probe(node, base)
         if all(versions.get(p) for p in self.packages):
