@@ -141,9 +141,13 @@ def recorded_transcript(name: str, index: int = 0) -> str:
 # 1 -------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("name", "dialect"), [("ga_text_turn_audio_response", "ga"), ("beta_audio_response", "beta")])
-async def test_cancel_after_three_audio_deltas_ends_the_response_once_and_for_good(name: str, dialect: Dialect) -> None:
-    async with ReplayServer(cassette(name), ServerOptions(speed=1)) as server, client(server, dialect) as wire:
+@pytest.mark.parametrize(("name", "dialect", "latency_ms"), [("ga_text_turn_audio_response", "ga", 0),
+                                                             ("beta_audio_response", "beta", 0),
+                                                             ("ga_text_turn_audio_response", "ga", 50)])
+async def test_cancel_after_three_audio_deltas_ends_the_response_once_and_for_good(name: str, dialect: Dialect,
+                                                                                   latency_ms: float) -> None:
+    options = ServerOptions(speed=1, latency_ms=latency_ms)
+    async with ReplayServer(cassette(name), options) as server, client(server, dialect) as wire:
         await wire.until("session.created")
         rid = (await typed_turn(wire, name))["response"]["id"]
         for _ in range(3):
@@ -174,9 +178,10 @@ async def truncate(wire: Wire, item_id: str, ms: int) -> Event:
     return await wire.until(lambda e: e["type"] in ("error", "conversation.item.truncated"))
 
 
-async def test_truncating_an_item_again_is_held_against_its_truncated_length() -> None:
-    name = "ga_text_turn_audio_response"  # one response of 1200 ms
-    async with ReplayServer(cassette(name), ServerOptions(speed=0)) as server, client(server) as wire:
+@pytest.mark.parametrize(("name", "dialect"), [("ga_text_turn_audio_response", "ga"),  # 1200 ms of audio
+                                              ("beta_audio_response", "beta")])  # 1000 ms
+async def test_truncating_an_item_again_is_held_against_its_truncated_length(name: str, dialect: Dialect) -> None:
+    async with ReplayServer(cassette(name), ServerOptions(speed=0)) as server, client(server, dialect) as wire:
         rid = (await typed_turn(wire, name))["response"]["id"]
         item = (await wire.until("response.output_item.added"))["item"]["id"]
         await wire.until(response_done(rid))
@@ -212,19 +217,24 @@ async def test_two_items_keep_their_own_truncated_lengths() -> None:
 # 3 -------------------------------------------------------------------------------------------
 
 
-async def test_an_item_create_as_recorded_is_acknowledged_at_once() -> None:
-    name = "ga_text_turn_audio_response"  # recorded: conversation.item.added 92 ms after the create
+ACKS: dict[Dialect, list[str]] = {"ga": ["conversation.item.added", "conversation.item.done"],
+                                  "beta": ["conversation.item.created"]}
+OPENING: dict[Dialect, list[str]] = {"ga": ["session.created"], "beta": ["session.created", "conversation.created"]}
+
+
+# recorded: the item acknowledged ~90 ms after the create
+@pytest.mark.parametrize(("name", "dialect"), [("ga_text_turn_audio_response", "ga"), ("beta_audio_response", "beta")])
+async def test_an_item_create_as_recorded_is_acknowledged_at_once(name: str, dialect: Dialect) -> None:
     item = recorded(name).turns[0].items[0]
-    async with ReplayServer(cassette(name), ServerOptions(speed=1)) as server, client(server) as wire:
-        await wire.until("session.created")
+    async with ReplayServer(cassette(name), ServerOptions(speed=1)) as server, client(server, dialect) as wire:
+        await wire.until(OPENING[dialect][-1])
         sent = time.monotonic()
         await wire.send({"type": "conversation.item.create", "item": item})
-        added = await wire.until("conversation.item.added", timeout=2)
-        done = await wire.until("conversation.item.done", timeout=2)
+        acks = [await wire.until(ack, timeout=2) for ack in ACKS[dialect]]
         elapsed = time.monotonic() - sent
     assert elapsed < 0.05, f"acknowledged after {elapsed * 1000:.0f} ms"
-    assert added["item"]["content"] == item["content"] and done["item"]["id"] == added["item"]["id"]
-    assert wire.types() == ["session.created", "conversation.item.added", "conversation.item.done"]
+    assert acks[0]["item"]["content"] == item["content"] and acks[-1]["item"]["id"] == acks[0]["item"]["id"]
+    assert wire.types() == OPENING[dialect] + ACKS[dialect]
 
 
 # 4 -------------------------------------------------------------------------------------------
