@@ -265,7 +265,9 @@ def check(
     node_modules: Annotated[Path | None, typer.Option("--node-modules", help="Where the JavaScript drivers find "
                                                       "their packages (sets RTREPLAY_NODE_MODULES).")] = None,
     speed: Annotated[float, typer.Option(help="Replay timing up to the cut: 1 = as recorded, 0 = at once.")] = 1.0,
-    concurrency: Annotated[int, typer.Option(help="Cases run at once.")] = 16,
+    concurrency: Annotated[int | None, typer.Option(help="Cases run at once (default 16; for --cmd, two per CPU "
+                                                       "core, so a loaded machine does not skew playback "
+                                                       "clocks).")] = None,
     tolerance_ms: Annotated[int, typer.Option(help="Truncate vs playback estimate before it is noted.")] = 250,
     window_ms: Annotated[int, typer.Option(help="After the barge-in, watch the client until this long without a "
                                            f"frame (at most {WINDOW_S:g} s). Before the cut, a client silent for "
@@ -286,6 +288,8 @@ def check(
     with clear_errors():
         if cmd is not None and not cmd.strip():
             raise ValueError("--cmd is empty: name the program to check, e.g. --cmd 'python my_agent.py'")
+        if concurrency is None:
+            concurrency = 2 * (os.cpu_count() or 2) if cmd is not None else 16
         if speed < 0 or concurrency < 1 or tolerance_ms < 0 or window_ms < 1:
             raise ValueError("--speed, --tolerance-ms must be >= 0; --concurrency, --window-ms >= 1")
         if min_coverage is not None and not 0 <= min_coverage <= 100:

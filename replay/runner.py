@@ -118,6 +118,9 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
             # The client ended on its own: the session it leaves may still be closing its window.
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(watcher), options.quiet + 0.5)
+        # The case is over: the server ends the session, and the client gets its grace to exit on its own.
+        case_over = asyncio.get_running_loop().time()
+        server.end_sessions()
         stop.set()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -128,14 +131,14 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
             outcome = ClientOutcome(crashed="the client did not stop within 10 s of being asked to")
     live = _judged_session(server.sessions)
     log = _case_log(case, client, live, outcome)
-    verdict = _verdict(case, live, outcome, options, timed_out)
+    verdict = _verdict(case, live, outcome, options, timed_out, case_over)
     divergences = [d.describe() for d in live.divergences] if live is not None else []
     return CaseResult(case, client.name, verdict, time.perf_counter() - started, log, outcome, divergences)
 
 
 def _verdict(case: Case, live: LiveSession | None, outcome: ClientOutcome, options: RunOptions,
-             timed_out: bool) -> Verdict:
-    crash = _crash(outcome)
+             timed_out: bool, case_over: float) -> Verdict:
+    crash = _crash(outcome, case_over)
     if live is None:
         return Verdict(FAILED, f"no session: {crash or 'the client never connected'}")
     if live.cut_at is None:
@@ -156,13 +159,16 @@ def _verdict(case: Case, live: LiveSession | None, outcome: ClientOutcome, optio
     return verdict
 
 
-def _crash(outcome: ClientOutcome) -> str | None:
-    """How the client failed on its own, if it did: an exception, or an exit code it chose."""
+def _crash(outcome: ClientOutcome, case_over: float) -> str | None:
+    """How the client failed on its own during the case, if it did: an exception, or an exit code it chose.
+
+    A program that exits non-zero only once the server has ended the session is not blamed for it.
+    """
     if outcome.crashed:
         return outcome.crashed.strip().splitlines()[-1]
-    stopped = getattr(outcome, "stopped_by_runner", True)
-    if outcome.exit_code not in (None, 0) and not stopped:
-        line = getattr(outcome, "last_error_line", None)
+    during = outcome.exited_at is None or outcome.exited_at <= case_over
+    if outcome.exit_code not in (None, 0) and not outcome.stopped_by_runner and during:
+        line = outcome.last_error_line
         return f"it exited with code {outcome.exit_code}" + (f": {line}" if line else "")
     return None
 

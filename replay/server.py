@@ -143,6 +143,7 @@ class ReplayServer:
         self.scripts = [script_of(cassette, i) for i in range(len(cassette.sessions))] if cassette else []
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._live: set[_Connection] = set()
         self._connections = 0
 
     # -- lifecycle
@@ -162,6 +163,11 @@ class ReplayServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+
+    def end_sessions(self, reason: str = "rtreplay: the case is over") -> None:
+        """Close every live session normally (1000), as a server ending the conversation would."""
+        for connection in list(self._live):
+            connection.end(reason)
 
     async def __aenter__(self) -> ReplayServer:
         return await self.start()
@@ -249,7 +255,11 @@ class ReplayServer:
         address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
         session = self._new_session(request, url.path, parse_qs(url.query), address)
         connection = _Connection(self, session, protocol, reader, writer)
-        await connection.run(self._refusal(request, url.query))
+        self._live.add(connection)
+        try:
+            await connection.run(self._refusal(request, url.query))
+        finally:
+            self._live.discard(connection)
 
     def session_choice(self, index: int) -> int:
         """Which recorded session a connection replays: the one asked for, else the next in turn."""
@@ -399,6 +409,13 @@ class _Connection:
             session.close_reason = self.protocol.close_reason
             session.window_closed.set()
             session.closed.set()
+
+    def end(self, reason: str) -> None:
+        if self.protocol.state is State.OPEN:
+            self._flush()
+            self.session.log.mark(self.now(), f"close 1000 {reason}")
+            self.protocol.send_close(1000, reason)
+            send_pending(self.protocol, self.writer)
 
     def _close_with(self, rule_id: str, **fields: Any) -> None:
         """An error frame and, in the same instant, the close the rule says (handshake refusals, expiry)."""

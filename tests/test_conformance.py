@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -130,18 +129,6 @@ async def test_t9_when_the_session_does_not_auto_cancel(tmp_path: Path) -> None:
     assert "conversation_already_has_active_response" in result.verdict.reason
 
 
-async def test_a_cmd_client_in_its_own_process() -> None:
-    command = CommandClient(f"{sys.executable} {ROOT / 'examples' / 'naive_client.py'}")
-    report = await run_cases(corpus_cases(), command, FAST)
-    results = by_title(report)
-    seed = results["interrupt before the first audio delta (audio_end_ms == 0)"]
-    assert seed.verdict.verdict == "FAILED"
-    assert seed.log[-1]["mark"] == "client" and "Only model output audio messages" in seed.log[-1]["output"]
-    assert results["interrupt mid-audio (delta 7 of 12)"].verdict.verdict == "OK"
-    fixed = CommandClient(f"FIXED=1 {sys.executable} {ROOT / 'examples' / 'naive_client.py'}")
-    assert {r.verdict.verdict for r in (await run_cases(corpus_cases(), fixed, FAST)).results} == {"OK"}
-
-
 async def test_a_client_that_never_connects_fails_clearly() -> None:
     command = CommandClient("exit 3")
     [result] = (await run_cases(corpus_cases("RT-INT-1"), command, RunOptions(case_timeout=5))).results
@@ -181,25 +168,3 @@ def test_cut_specs() -> None:
         parse_cut("after:response.output_audio.delta#13", session)
     with pytest.raises(CutError, match="a cut is"):
         parse_cut("middle", session)
-
-
-def node_command() -> str | None:
-    """`node` with a global WebSocket (Node >= 22, or 20 with the experimental flag), if installed."""
-    import shutil
-    import subprocess
-
-    node = shutil.which("node")
-    for flags in ("", "--experimental-websocket "):
-        if node and subprocess.run(f"{node} {flags}-e WebSocket", shell=True, capture_output=True).returncode == 0:
-            return f"{node} {flags}"
-    return None
-
-
-@pytest.mark.skipif(node_command() is None, reason="no Node.js with a global WebSocket on this machine")
-async def test_a_javascript_client_authenticating_like_a_browser() -> None:
-    """Any language: the example JS client uses the subprotocol auth browsers must use."""
-    command = CommandClient(f"{node_command()}{ROOT / 'examples' / 'naive_client.mjs'}")
-    results = by_title(await run_cases(corpus_cases(), command, FAST))
-    seed = results["interrupt before the first audio delta (audio_end_ms == 0)"]
-    assert seed.verdict.verdict == "FAILED" and "unsupported_content_type" in seed.verdict.reason
-    assert results["interrupt mid-audio (delta 7 of 12)"].verdict.verdict == "OK"

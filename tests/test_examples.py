@@ -24,7 +24,6 @@ from .conftest import CASSETTES
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = f"{shlex.quote(sys.executable)} {ROOT / 'examples' / 'naive_client.py'}"
-NEEDS_USER_TURNS = pytest.mark.xfail(strict=False, reason="needs user turns played by the harness")
 # One cassette of each kind: a typed turn, a voice turn, text only, a function-call round.
 KINDS = ("ga_text_turn_audio_response", "ga_server_vad_turn", "ga_text_only_response", "ga_function_call_round")
 
@@ -73,6 +72,8 @@ async def check_naive(command: str) -> None:
     failed = {r.case.id for r in report.results if r.verdict.verdict == "FAILED"}
     assert failed == {r.case.id for r in report.results if no_audio_yet(r.case)}, [
         (r.case.id, r.verdict.verdict, r.verdict.reason) for r in report.results]
+    seed = next(r for r in report.results if r.case.scenario == "no-audio")
+    assert seed.log[-1]["mark"] == "client" and "Only model output audio messages" in seed.log[-1]["output"]
 
 
 async def test_the_examples_stream_the_microphone_and_never_type_a_turn() -> None:
@@ -102,25 +103,21 @@ def test_answering_a_function_call_sends_its_output_and_asks_for_a_response() ->
     assert base64.b64decode(naive_client.SILENCE) == bytes(960)
 
 
-@NEEDS_USER_TURNS
 def test_the_fixed_python_client_passes_every_case_it_reaches(tmp_path: Path) -> None:
     check_fixed(PYTHON, tmp_path)
 
 
-@NEEDS_USER_TURNS
 async def test_the_naive_python_client_fails_exactly_where_no_audio_was_played() -> None:
     await check_naive(PYTHON)
 
 
 @needs_node
-@NEEDS_USER_TURNS
 def test_the_fixed_javascript_client_passes_every_case_it_reaches(tmp_path: Path) -> None:
     assert NODE is not None
     check_fixed(NODE, tmp_path)
 
 
 @needs_node
-@NEEDS_USER_TURNS
 async def test_the_naive_javascript_client_fails_exactly_where_no_audio_was_played() -> None:
     assert NODE is not None
     await check_naive(NODE)
