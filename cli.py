@@ -108,7 +108,8 @@ def serve(
             raise ValueError(f"--session {session}: the cassette has {len(loaded.sessions)} WebSocket session(s)")
         options = ServerOptions(speed=speed, strict=strict, api_key=api_key, session_index=session,
                                 rules=RuleBook.from_file(rules) if rules else RuleBook(), reject_beta=reject_beta,
-                                max_session_s=max_session_minutes * 60, play_user=play_user, latency_ms=latency)
+                                max_session_s=max_session_minutes * 60, play_user=play_user, latency_ms=latency,
+                                on_event=_say)
         server = ReplayServer(loaded, options, host=host, port=port)
 
     def ready(srv: ReplayServer) -> None:
@@ -118,7 +119,9 @@ def serve(
                       f"speed {speed:g}, {'strict' if strict else 'lenient'}{extras})")
         _say(f"  WebSocket: {srv.ws_url()}")
         _say(f"  export OPENAI_BASE_URL={srv.http_base_url}")
-        console.print("  Ctrl-C to stop.")
+        for warning in srv.warnings():
+            _say(f"  warning: {warning}")
+        console.print("  Ctrl-C to stop. A line per connection and per divergence from the recording follows.")
 
     try:
         asyncio.run(serve_forever(server, ready))
