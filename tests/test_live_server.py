@@ -214,6 +214,25 @@ async def test_two_items_keep_their_own_truncated_lengths() -> None:
     assert answers[3]["error"]["message"] == t2(700, 900)
 
 
+@pytest.mark.xfail(strict=True, reason="transcript deltas that stream after a truncate are appended to the emptied "
+                   "transcript: the item ends up holding the unheard tail of the reply (' can I help?')")
+async def test_a_truncate_while_the_reply_streams_leaves_no_unheard_transcript() -> None:
+    name = "ga_text_turn_audio_response"
+    async with ReplayServer(cassette(name), ServerOptions(speed=1)) as server, client(server) as wire:
+        rid = (await typed_turn(wire, name))["response"]["id"]
+        item = (await wire.until("response.output_item.added"))["item"]["id"]
+        for _ in range(3):
+            await wire.until("response.output_audio.delta")
+        truncated = await truncate(wire, item, 250)
+        await wire.until(response_done(rid))
+        await wire.send({"type": "conversation.item.retrieve", "item_id": item})
+        held = (await wire.until("conversation.item.retrieved"))["item"]["content"][0]
+    assert truncated["type"] == "conversation.item.truncated"
+    assert len(base64.b64decode(held["audio"])) == 250 * 48
+    # "Truncating audio will delete the server-side text transcript" (reference §6.3)
+    assert held["transcript"] == ""
+
+
 # 3 -------------------------------------------------------------------------------------------
 
 
