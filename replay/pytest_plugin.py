@@ -15,8 +15,9 @@ machinery is imported inside the functions that use it), and nothing runs unless
 
 A case replays at recorded timing, so one takes as long as its recording (about 1-4 s) however
 fast the client is. `run_conformance` therefore does what ``rtreplay check`` does: once two tests of
-a function in a row have asked for their case with the same client object and equal options, the
-cases of the function's next tests start too, ``RunOptions.concurrency`` (16) in flight, on a
+a function in a row have asked for their case with the same client object and equal options (or
+the first has, with a client the registry hands out by name, which is one object for every test),
+the cases of the function's next tests start too, ``RunOptions.concurrency`` (16) in flight, on a
 background event loop, and each test waits for its own. A test asking with another client or other
 options gets a fresh run, and its function goes back to one case at a time; a client made anew in
 every test is never run ahead; ``RunOptions(concurrency=1)`` never runs ahead. Under pytest-xdist a
@@ -427,7 +428,8 @@ class _RunAhead:
             run = self._start(case, client, options)
         self.done.add(item.nodeid)
         previous, self.asked[group] = self.asked.get(group), run
-        if group not in self.one_at_a_time and previous is not None and previous.asked_with(client, options):
+        alike = previous.asked_with(client, options) if previous is not None else _registered(client)
+        if group not in self.one_at_a_time and alike:
             self._fill(group, item, client, options)
         return run.future.result()
 
@@ -475,6 +477,17 @@ class _RunAhead:
         self.started.clear()
         self.asked.clear()
         self._gates.clear()
+
+
+def _registered(client: Client) -> bool:
+    """A client the registry hands out by name: one object for every test that names it."""
+    from replay.clients.registry import get_client, names
+
+    name = getattr(client, "name", None)
+    try:
+        return name in names() and get_client(name) is client
+    except Exception:  # a driver whose library is missing or broken is not the one passed in
+        return False
 
 
 def _case_param(item: pytest.Item) -> Case:

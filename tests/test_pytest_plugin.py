@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from replay.cassette import Cassette, Frame, WebSocketSession, load
+from replay.clients import registry
 from replay.corpus import bundled_dir, conformance_corpus
 from replay.cuts import build_cases, select
 from replay.server import ReplayServer, ServerOptions
@@ -260,7 +261,10 @@ def test_my_client(rtreplay_case):
     inner.runpytest(*PLUGIN, "-v").assert_outcomes(passed=2)
 
 
-def test_run_conformance_runs_the_next_cases_ahead_only_for_the_same_client(inner: pytest.Pytester) -> None:
+def test_run_conformance_runs_the_next_cases_ahead_only_for_the_same_client(inner: pytest.Pytester,
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    # A client the registry hands out by name is one object for every test: it runs ahead from the first.
+    monkeypatch.setitem(registry.BUILTIN, "counting-registered", "test_ahead:REGISTERED")
     inner.makepyfile(test_ahead="""
 import pytest
 
@@ -272,9 +276,8 @@ THREE = pytest.mark.rtreplay_cases("RT-INT-1", "RT-INT-2", "RT-INT-3")
 
 
 class Counting:
-    name = "counting"
-
-    def __init__(self):
+    def __init__(self, name="counting"):
+        self.name = name
         self.running = self.most = 0
         self.ran = []
 
@@ -291,13 +294,18 @@ class Counting:
             self.running -= 1
 
 
-SHARED, SERIAL = Counting(), Counting()
+SHARED, SERIAL, REGISTERED = Counting(), Counting(), Counting("counting-registered")
 
 
 @THREE
 def test_shared_client(rtreplay_case):
     result = run_conformance(rtreplay_case, SHARED, RunOptions(speed=0))
     assert result.case is rtreplay_case and result.verdict.verdict == "OK"
+
+
+@THREE
+def test_registered_client(rtreplay_case):
+    assert run_conformance(rtreplay_case, "counting-registered", RunOptions(speed=0)).verdict.verdict == "OK"
 
 
 @THREE
@@ -313,7 +321,9 @@ def test_a_client_of_its_own(rtreplay_case):
 
 
 def test_what_ran():
-    assert SHARED.most > 1 and sorted(SHARED.ran) == ["RT-INT-1", "RT-INT-2", "RT-INT-3"]
-    assert SERIAL.most == 1 and SERIAL.ran == ["RT-INT-1", "RT-INT-2", "RT-INT-3"]
+    cases = ["RT-INT-1", "RT-INT-2", "RT-INT-3"]
+    assert SHARED.most == 2 and sorted(SHARED.ran) == cases  # the first alone, then the other two together
+    assert REGISTERED.most == 3 and sorted(REGISTERED.ran) == cases
+    assert SERIAL.most == 1 and SERIAL.ran == cases
 """)
-    inner.runpytest(*PLUGIN, "-p", "no:randomly").assert_outcomes(passed=10)
+    inner.runpytest(*PLUGIN, "-p", "no:randomly").assert_outcomes(passed=13)
