@@ -848,6 +848,25 @@ async def test_same_seed_same_script_same_wire() -> None:
     assert unseeded[0] != unseeded[1]  # the comparison above does compare ids
 
 
+async def played_with_a_barge_in(server: ReplayServer) -> list[tuple[str, list[tuple[str, Any]]]]:
+    async with client(server) as wire:
+        while wire.types().count("response.done") < 2:
+            await wire.until("response.done")
+        await wire.window(0.2)
+    return [(f["type"], ids_of(f)) for f in wire.frames]
+
+
+async def test_same_seed_same_wire_when_the_server_plays_the_user_and_barges_in() -> None:
+    name = "ga_two_responses_audio"
+    runs = []
+    for _ in range(2):
+        options = ServerOptions(speed=0, seed=5, play_user=True)
+        async with ReplayServer(cassette(name), options, cut=Cut("after:response.output_audio.delta#3")) as server:
+            runs.append(await played_with_a_barge_in(server))
+    assert "input_audio_buffer.speech_started" in [t for t, _ in runs[0]]
+    assert runs[0] == runs[1]
+
+
 # PCMU ----------------------------------------------------------------------------------------
 
 PCMU_UPDATE: dict[Dialect, Event] = {
