@@ -110,8 +110,12 @@ class ModelOutput(ConversationState):
             if text or not audio_part:
                 return []
             delta = data.get("delta")
-            if isinstance(delta, dict):  # compacted in the cassette: that many bytes of silence
-                delta = silence_b64(int(delta.get("$audio", {}).get("bytes", 0)))
+            live, recorded = self.output_bytes_per_ms, self.recorded_bytes_per_ms
+            if isinstance(delta, dict) or live != recorded:
+                # Compacted in the cassette, or another format live: the same ms, as silence of the live format.
+                size = int(delta.get("$audio", {}).get("bytes", 0)) if isinstance(delta, dict) else \
+                    p.b64_decoded_len(delta or "")
+                delta = silence_b64(size * live // recorded)
             return [self._ev(p.AUDIO_DELTA[self.dialect], **part_at, delta=delta or "")]
         if kind in ("transcript", "text"):
             delta = data.get("delta") or ""
@@ -246,11 +250,16 @@ class ModelOutput(ConversationState):
         self._speech_item = None
         end = audio_end_ms if audio_end_ms is not None else max(int(self.input_audio_ms), self._vad_ms)
         previous = self._last_item_id()
+        # The item carries no transcript (§5.3): it comes after, if the session transcribes (§8.2).
         item = {"id": item_id, "type": "message", "status": "completed", "role": "user",
-                "content": [{"type": "input_audio", "transcript": transcript}]}
-        return [self._ev("input_audio_buffer.speech_stopped", audio_end_ms=end, item_id=item_id),
-                self._ev("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),
-                *self._item_announcements(previous, item)]
+                "content": [{"type": "input_audio", "transcript": None}]}
+        events = [self._ev("input_audio_buffer.speech_stopped", audio_end_ms=end, item_id=item_id),
+                  self._ev("input_audio_buffer.committed", previous_item_id=previous, item_id=item_id),
+                  *self._item_announcements(previous, item)]
+        if self.input_transcription and transcript is not None:
+            events.append(self._ev("conversation.item.input_audio_transcription.completed", item_id=item_id,
+                                   content_index=0, transcript=transcript))
+        return events
 
     def creates_response(self) -> bool:
         """Whether a committed voice turn starts a response: the live session's `create_response`."""

@@ -99,12 +99,15 @@ class Snapshot:
         return self.item_type in (None, "message") and "audio" in self.modalities
 
 
+WHOLE = frozenset({"format"})  # objects an update replaces whole: a G.711 format has no rate to keep
+
+
 def merge_session(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    """Deep merge: nested objects merge, anything else (null included) replaces."""
+    """Deep merge: nested objects merge (audio formats excepted), anything else (null included) replaces."""
     merged = dict(base)
     for key, value in update.items():
         current = merged.get(key)
-        if isinstance(value, dict) and isinstance(current, dict):
+        if isinstance(value, dict) and isinstance(current, dict) and key not in WHOLE:
             merged[key] = merge_session(current, value)
         else:
             merged[key] = value
@@ -159,6 +162,9 @@ class ConversationState:
                 recorded.pop("model", None)
             self.session = merge_session(self.session, recorded)
         self.enforce_t2 = enforce_t2  # off where the recording's audio was cut at the source
+        # Bytes per ms of the recorded model audio, to render it in whatever format the live session asks for.
+        self.recorded_bytes_per_ms = p.format_bytes_per_ms(
+            ((template or {}).get("audio") or {}).get("output", {}).get("format"))
         self.conversation_id = self.ids("conv")
         self.items: dict[str, Item] = {}  # insertion order == conversation order
         self.active: dict[str, Response] = {}  # responses in flight: the default conversation's, and out-of-band ones
@@ -201,6 +207,13 @@ class ConversationState:
         if self.dialect == "ga":
             return p.format_bytes_per_ms(self.session.get("audio", {}).get("output", {}).get("format"))
         return p.format_bytes_per_ms(self.session.get("output_audio_format"))
+
+    @property
+    def input_transcription(self) -> bool:
+        """Whether the live session transcribes the user's audio (events after each commit)."""
+        if self.dialect == "ga":
+            return bool(self.session.get("audio", {}).get("input", {}).get("transcription"))
+        return bool(self.session.get("input_audio_transcription"))
 
     @property
     def turn_detection(self) -> dict[str, Any] | None:
@@ -458,7 +471,8 @@ class ConversationState:
 
     def _on_transcript_delta(self, event: Event) -> Event:
         part = self._part(event)
-        part.transcript = (part.transcript or "") + event.get("delta", "")
+        if not part.truncated:  # "Truncating audio will delete the server-side text transcript" (§6.3)
+            part.transcript = (part.transcript or "") + event.get("delta", "")
         return event
 
     def _on_text_delta(self, event: Event) -> Event:

@@ -214,8 +214,6 @@ async def test_two_items_keep_their_own_truncated_lengths() -> None:
     assert answers[3]["error"]["message"] == t2(700, 900)
 
 
-@pytest.mark.xfail(strict=True, reason="transcript deltas that stream after a truncate are appended to the emptied "
-                   "transcript: the item ends up holding the unheard tail of the reply (' can I help?')")
 async def test_a_truncate_while_the_reply_streams_leaves_no_unheard_transcript() -> None:
     name = "ga_text_turn_audio_response"
     async with ReplayServer(cassette(name), ServerOptions(speed=1)) as server, client(server) as wire:
@@ -436,8 +434,6 @@ def user_items(frames: list[Event]) -> list[Event]:
             and f["item"].get("role") == "user"]
 
 
-@pytest.mark.xfail(strict=True, reason="the recorded input transcription (delta/completed) is never replayed, even "
-                   "when the live session enables audio.input.transcription")
 async def test_input_transcription_is_replayed_for_the_live_user_item() -> None:
     name = "real_pydantic_openai_ga_server_vad_audio_turn"  # its session.update enables transcription
     frames = await heard_turn(name, recorded_update=True)
@@ -446,9 +442,6 @@ async def test_input_transcription_is_replayed_for_the_live_user_item() -> None:
     assert [(f["item_id"], f["transcript"]) for f in completed] == [(user, recorded(name).turns[0].transcript)]
 
 
-@pytest.mark.xfail(strict=True, reason="speech_stopped announces the user's audio item with the recorded transcript "
-                   "already in it; the real server says transcript null (the transcript comes only by the "
-                   "transcription events)")
 async def test_a_heard_user_item_is_announced_without_a_transcript() -> None:
     name = "real_pydantic_openai_ga_server_vad_audio_turn"
     frames = await heard_turn(name, recorded_update=False)
@@ -898,8 +891,6 @@ def test_pcmu_output_counts_eight_bytes_per_ms_for_t2(dialect: Dialect) -> None:
     assert error["message"] == t2(120, 200)
 
 
-@pytest.mark.xfail(strict=True, reason="recorded pcm16 audio deltas are replayed byte for byte whatever the session's "
-                   "output format: a pcmu client gets 6x the recorded duration (57600 B = 7200 ms of a 1200 ms reply)")
 @pytest.mark.parametrize(("name", "dialect", "recorded_ms"), [("ga_text_turn_audio_response", "ga", 1200),
                                                                ("beta_audio_response", "beta", 1000)])
 async def test_pcmu_output_lasts_as_long_as_the_recorded_reply(name: str, dialect: Dialect, recorded_ms: int) -> None:
@@ -915,8 +906,6 @@ async def test_pcmu_output_lasts_as_long_as_the_recorded_reply(name: str, dialec
     assert answer.get("error", {}).get("message") == t2(recorded_ms, recorded_ms + 1)
 
 
-@pytest.mark.xfail(strict=True, reason="session.update deep-merges audio format objects: switching to audio/pcmu keeps "
-                   "the previous format's rate (24000), which G.711 formats do not have")
 async def test_a_format_update_replaces_the_format() -> None:
     async with ReplayServer(cassette("ga_text_turn_audio_response"), ServerOptions(speed=0)) as server, \
             client(server) as wire:
