@@ -94,8 +94,9 @@ def serve(
     play_user: Annotated[bool, typer.Option("--play-user", help="Speak the recorded user turns on the recorded "
                                             "timeline, whatever audio the client appends (default: a voice turn "
                                             "is heard once the client has appended that much audio).")] = False,
-    latency: Annotated[float, typer.Option("--latency", metavar="MS", help="Answer client events this many ms "
-                                           "late, as over a network.")] = 0.0,
+    latency: Annotated[float, typer.Option("--latency", metavar="MS", help="Every frame reaches the client this "
+                                           "many ms late, as over a network, and a cancel takes twice as "
+                                           "long.")] = 0.0,
 ) -> None:
     """Serve a cassette as a Realtime API on ws://HOST:PORT/v1/realtime."""
     from replay.server import ReplayServer, ServerOptions, serve_forever
@@ -254,9 +255,10 @@ def check(
     min_coverage: Annotated[float | None, typer.Option("--min-coverage", metavar="PCT",
                                                        help="Fail the run (exit 1) when fewer than PCT % of the "
                                                        "selected cases were reached (not NOT-REACHED).")] = None,
-    latency: Annotated[str | None, typer.Option("--latency", metavar="MS", help="The server answers this many ms "
-                                                "late, as over a network; a comma list (0,50,200) runs the "
-                                                "selection once per value.")] = None,
+    latency: Annotated[str | None, typer.Option("--latency", metavar="MS", help="Every server frame reaches the "
+                                                "client this many ms late, as over a network, and a cancel takes "
+                                                "twice as long; a comma list (0,50,200) runs the selection once "
+                                                "per value.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write a JSON report.")] = None,
     junit: Annotated[Path | None, typer.Option("--junit-xml", help="Write JUnit XML (one testcase per case).")] = None,
     html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
@@ -272,9 +274,11 @@ def check(
                                                        "core, so a loaded machine does not skew playback "
                                                        "clocks).")] = None,
     tolerance_ms: Annotated[int, typer.Option(help="Truncate vs playback estimate before it is noted.")] = 250,
-    window_ms: Annotated[int, typer.Option(help="After the barge-in, watch the client until this long without a "
-                                           f"frame (at most {WINDOW_S:g} s). Before the cut, a client silent for "
-                                           f"{STALL_S:g} s with nothing due is NOT-REACHED; a case gives up "
+    window_ms: Annotated[int, typer.Option(help="After the barge-in, watch the client (at least 1 s, and while "
+                                           "the user speaks and the response it starts plays) until this long "
+                                           f"without a frame other than audio (at most {WINDOW_S:g} s). Before the "
+                                           f"cut, a client silent for {STALL_S:g} s with nothing due is "
+                                           "NOT-REACHED; a case gives up "
                                            f"{CASE_TIMEOUT_S:g} s after it started.")] = 300,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the cases that are not OK, and the "
                                         "summary.")] = False,
