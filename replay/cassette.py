@@ -50,12 +50,9 @@ class _FastLoader(_Loader):
     """
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if self.yaml_path_resolvers:  # pragma: no cover - no safe loader has any
-            return super().resolve(kind, value, implicit)
         if kind is yaml.ScalarNode:
             if implicit[0]:
-                table = self.yaml_implicit_resolvers
-                for tag, regexp in (*table.get(value[:1], ()), *table.get(None, ())):
+                for tag, regexp in _IMPLICIT.get(value[:1], _ANY_FIRST):
                     if regexp.match(value):
                         return tag
             return _STR
@@ -102,6 +99,14 @@ class _FastLoader(_Loader):
 
 class _NotPlain(Exception):
     """A node the fast construction leaves to PyYAML."""
+
+
+assert not _FastLoader.yaml_path_resolvers, "resolve() above assumes no path resolvers, as in every safe loader"
+# PyYAML's implicit resolvers by a plain scalar's first character ("" when empty), each followed by
+# the ones for any first character, in PyYAML's order of trying them.
+_ANY_FIRST = tuple(_FastLoader.yaml_implicit_resolvers.get(None, ()))
+_IMPLICIT = {first: (*resolvers, *_ANY_FIRST) for first, resolvers in _FastLoader.yaml_implicit_resolvers.items()
+             if first is not None}
 
 
 Source = Literal["client", "server"]
