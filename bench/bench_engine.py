@@ -1,9 +1,9 @@
-"""Engine cost per event and cassette load cost per MB.
+"""Engine cost per event.
 
 Prints µs per client event through `Conversation.receive_client` (parse + validate + answer) for
-a mix a real client sends, µs per server event through `send_server`, and cassette load ms per MB
-for a bundled cassette and a large one with full audio. Baselines measured in the same run:
-`json.loads` of the same frames (the floor any server pays to read them).
+a mix a real client sends, and µs per server event through `send_server`. Baseline measured in the
+same run: `json.loads` of the same frames (the floor any server pays to read them). Cassette
+loading has its own bench, bench_load.py (which uses `big_cassette` from here).
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ from __future__ import annotations
 import base64
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from replay.cassette import Cassette, Frame, WebSocketSession, expand_audio, load
+from replay.cassette import Cassette, Frame, WebSocketSession
 from replay.engine import Conversation
 from replay.protocol import IdFactory
 
-ROOT = Path(__file__).resolve().parents[1]
 AUDIO_100MS = base64.b64encode(bytes(4800)).decode()
 
 
@@ -116,29 +114,6 @@ def big_cassette(path: Path, seconds: int) -> None:
     Cassette({"origin": "synthesized"}, [session]).save(path)
 
 
-def bench_load() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        big = Path(tmp) / "big.yaml"
-        big_cassette(big, 60)
-        for path in (ROOT / "cassettes" / "ga_text_turn_audio_response.yaml",
-                     ROOT / "cassettes" / "real_pydantic_openai_ga_three_server_vad_turns.yaml", big):
-            size = path.stat().st_size / 1e6
-            start = time.perf_counter()
-            cassette = load(path)
-            elapsed = (time.perf_counter() - start) * 1000
-            raw_start = time.perf_counter()
-            path.read_text(encoding="utf-8")
-            read = (time.perf_counter() - raw_start) * 1000
-            events = [f.event for s in cassette.sessions for f in s.frames if f.event is not None]
-            expand_start = time.perf_counter()
-            for event in events:
-                expand_audio(event)
-            expand = (time.perf_counter() - expand_start) * 1000
-            print(f"load: {path.name:<52} {size:6.2f} MB  {elapsed:8.1f} ms  = {elapsed / size:6.1f} ms/MB "
-                  f"(read alone {read:.1f} ms; expanding audio {expand:.1f} ms)")
-
-
 if __name__ == "__main__":
     bench_client_events()
     bench_server_events()
-    bench_load()
