@@ -10,7 +10,6 @@ faithful server (target >= 0.7x).
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import statistics
 import sys
@@ -22,25 +21,22 @@ from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from replay.cassette import Cassette, Frame, WebSocketSession
+from replay.cassette import Cassette, WebSocketSession, expand_audio
 from replay.server import ReplayServer, ServerOptions
+from replay.synth import GA_MODEL, SessionScript
 
 SECONDS = 60
 ROUNDS = 7
-AUDIO = base64.b64encode(bytes(4800)).decode()
 
 
 def recording() -> WebSocketSession:
-    frames = [Frame(0.0, "server", {"type": "session.created", "event_id": "event_0",
-                                    "session": {"type": "realtime", "object": "realtime.session"}}),
-              Frame(0.1, "client", {"type": "response.create"})]
-    for i in range(SECONDS * 10):
-        frames.append(Frame(0.5 + i * 0.04, "server", {
-            "type": "response.output_audio.delta", "event_id": f"event_{i + 1}", "response_id": "resp_1",
-            "item_id": "item_a", "output_index": 0, "content_index": 0, "delta": AUDIO}))
-    frames.append(Frame(25.0, "server", {"type": "response.done", "event_id": "event_done",
-                                         "response": {"id": "resp_1", "status": "completed"}}))
-    return WebSocketSession("wss://api.openai.com/v1/realtime?model=gpt-realtime", "ga", frames)
+    """One audio response of SECONDS x 10 deltas of 100 ms, in the API's event order (replay/synth.py)."""
+    script = SessionScript("ga", seed="bench_replay", model=GA_MODEL)
+    script.connect()
+    start = script.response_create(after=100)
+    script.respond_audio("A long answer, to measure how fast a recorded response can be sent.",
+                         chunks=SECONDS * 10, at=start)
+    return WebSocketSession(f"wss://api.openai.com/v1/realtime?model={GA_MODEL}", "ga", script.frames)
 
 
 async def client_round(url: str) -> tuple[float, int]:
@@ -58,7 +54,8 @@ async def client_round(url: str) -> tuple[float, int]:
 
 async def main() -> None:
     session = recording()
-    wire = [json.dumps(f.event, separators=(",", ":")) for f in session.frames if f.source == "server"]
+    wire = [json.dumps(expand_audio(f.event), separators=(",", ":")) for f in session.frames
+            if f.source == "server" and f.event is not None]
 
     async def raw_handler(ws: ServerConnection) -> None:
         await ws.send(wire[0])
