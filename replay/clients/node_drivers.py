@@ -158,6 +158,7 @@ class NodeSetup:
 
 LOADING_AT_ONCE = max(1, (os.cpu_count() or 2) // 2)
 LOAD_TIMEOUT_S = 60.0
+HANDOVER_TRIES = 3  # a case goes to another worker when the one it was given ended before taking it
 
 # Resolved once per (driver, explicit directory, current directory, node): version() runs before the
 # cases, and the runner's 16 concurrent cases must not each probe or install.
@@ -249,10 +250,19 @@ class NodeClient:
         worker: _Worker | None = None
         case = _Case(outcome)
         try:
-            worker = await pool.take(stop, case)
-            if worker is not None:
+            for _ in range(HANDOVER_TRIES):
+                worker = await pool.take(stop, case)
+                if worker is None:
+                    break
                 reusable = await worker.play(case, target, stop)
                 pool.give_back(worker, reusable)
+                worker = None
+                if case.started:
+                    break
+                # the worker ended before it took the case (an earlier case's library crashed it): another one
+                case = _Case(outcome, case.tail)
+                outcome.crashed, outcome.exit_code = None, None
+                outcome.notes[:] = ["the first node worker given this case had ended; it went to another"]
         except BaseException:
             if worker is not None:
                 worker.kill()
@@ -272,6 +282,8 @@ class _Case:
     outcome: ClientOutcome
     tail: collections.deque[str] = field(default_factory=lambda: collections.deque(maxlen=LOG_LINES))
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    started: bool = False  # the driver took the case
+    reusable: bool = False  # the driver said it can take another case
 
 
 class _Worker:
@@ -309,11 +321,16 @@ class _Worker:
                 case.tail.append(line[:LINE_CHARS])
             elif "ready" in message:
                 self.ready.set()
+            elif "started" in message:
+                case.started = True
             elif "note" in message:
                 case.outcome.notes.append(str(message["note"]))
+            elif "late" in message:
+                case.tail.append(f"[from an earlier case on this node worker] {message['late']}"[:LINE_CHARS])
             elif "crashed" in message:
                 case.outcome.crashed = str(message["crashed"])
             elif "done" in message:
+                case.reusable = message.get("reusable") is True
                 case.done.set()
 
     async def play(self, case: _Case, target: Target, stop: asyncio.Event) -> bool:
@@ -344,7 +361,7 @@ class _Worker:
             case.outcome.exit_code = self.process.returncode
             case.outcome.crashed = f"{self.script} exited with code {self.process.returncode}: " + (
                 case.tail[-1] if case.tail else "no output")
-        return self.alive and case.outcome.crashed is None
+        return self.alive and case.reusable
 
     def _write(self, data: bytes) -> bool:
         assert self.process.stdin is not None

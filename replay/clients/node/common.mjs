@@ -5,10 +5,12 @@
 // BASE is the directory Node's module resolution starts from, and writes one JSON line per case on stdin
 // (the Target); a `stop` line tells the driver to close the case's connection, and the end of stdin ends
 // the worker. The driver reports on stdout in lines starting with MARK (`{"ready": true}` once the library
-// is loaded, `{"note": …}`, `{"crashed": …}`, `{"done": true}` after each case); every other line, on
-// stdout or stderr, is the library's own output and goes to the case's log. `<driver>.mjs --version BASE`
+// is loaded, `{"started": true}` when it takes a case, `{"note": …}`, `{"crashed": …}`, `{"late": …}` for
+// what an earlier case's library said, and `{"done": true, "reusable": …}` after each case); every other
+// line, on stdout or stderr, is the library's own output and goes to the case's log. `<driver>.mjs --version BASE`
 // prints `{"versions": {package: version or null}}` for the packages the driver loads, resolved from BASE.
 
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -25,8 +27,27 @@ function send(message) {
   process.stdout.write(MARK + JSON.stringify(message) + '\n');
 }
 
+// The case each callback belongs to: a library session of an earlier case can still fire (a late error,
+// a reconnect) while the worker plays the next one, and must not be taken for it.
+const caseOf = new AsyncLocalStorage();
+let current = null; // the case being played: { retired }
+
 export function note(text) {
-  send({ note: String(text).slice(0, NOTE_CHARS) });
+  const origin = caseOf.getStore();
+  const late = origin !== undefined && origin !== current;
+  send(late ? { late: String(text).slice(0, NOTE_CHARS) } : { note: String(text).slice(0, NOTE_CHARS) });
+}
+
+/** An error nobody caught: the crash of the case it came from; the worker is not reused after it. */
+function uncaught(error) {
+  const text = String(error?.stack ?? error);
+  if (current === null) {
+    send({ late: `an earlier case's library crashed: ${text}` });
+    process.exit(1);
+  }
+  const origin = caseOf.getStore();
+  send(origin === undefined || origin === current ? { crashed: text } : { late: `an earlier case's library crashed: ${text}` });
+  current.retired = true;
 }
 
 /** A file URL inside `base`: bare specifiers resolve from there, as from a module of that project. */
@@ -186,10 +207,7 @@ export async function runDriver({ packages, modules, drive }) {
     return;
   }
   process.on('unhandledRejection', (reason) => note(`unhandled rejection: ${reason?.stack ?? reason}`));
-  process.on('uncaughtException', (error) => {
-    send({ crashed: String(error?.stack ?? error) });
-    process.exit(1);
-  });
+  process.on('uncaughtException', uncaught);
   const cases = []; // [target, stop] in arrival order; a `stop` line is for the latest case
   const arrived = new Signal();
   let latest = new Signal();
@@ -224,12 +242,17 @@ export async function runDriver({ packages, modules, drive }) {
     }
     if (cases.length === 0) break;
     const [target, stop] = cases.shift();
+    const record = { retired: false };
+    current = record;
+    send({ started: true });
     try {
-      await drive({ target, stop }, ...loaded);
+      await caseOf.run(record, () => drive({ target, stop }, ...loaded));
     } catch (error) {
       send({ crashed: String(error?.stack ?? error) });
+      record.retired = true;
     }
-    send({ done: true });
+    current = null;
+    send({ done: true, reusable: !record.retired });
   }
   // The library may keep timers or sockets alive; the worker is done.
   process.exit(0);

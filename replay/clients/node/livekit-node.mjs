@@ -192,6 +192,7 @@ await runDriver({
       }
       finishInterrupted(session, current, at).catch((error) => note(`after the interruption: ${error?.stack ?? error}`));
     });
+    session.on('session_reconnected', () => note('the session reconnected (the server had closed it)'));
     session.on('error', (event) => {
       note(`library error event: ${event?.error?.message ?? event?.error ?? event} (recoverable: ${event?.recoverable})`);
       if (event?.recoverable === false) gone.set();
