@@ -11,6 +11,7 @@ events the caller may send. The state lives in :mod:`replay.state`, what the ser
 from __future__ import annotations
 
 import copy
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,8 +19,6 @@ from typing import Any
 
 from replay import protocol as p
 from replay.output import ModelOutput
-from replay.protocol import Dialect, IdFactory
-from replay.rules import RuleBook
 from replay.state import Event, Item, Part, Response, Snapshot, empty_usage, merge_session, silence_b64
 
 __all__ = ["Conversation", "Event", "Item", "Part", "Received", "Refusal", "Response", "Snapshot", "empty_usage",
@@ -79,21 +78,9 @@ def _check_type(value: Any, kind: type | tuple[type, ...], path: str, expected: 
 class Conversation(ModelOutput):
     """One Realtime session as the server sees it, and the rules that guard it."""
 
-    def __init__(
-        self,
-        dialect: Dialect,
-        *,
-        rules: RuleBook | None = None,
-        ids: IdFactory | None = None,
-        model: str | None = None,
-        audio_quantum_ms: int = 1,
-        created_at: int = 0,
-        template: dict[str, Any] | None = None,
-        enforce_t2: bool = True,
-    ) -> None:
-        super().__init__(dialect, rules=rules, ids=ids, model=model, audio_quantum_ms=audio_quantum_ms,
-                         created_at=created_at, template=template, enforce_t2=enforce_t2)
-        self._on_client: dict[str, Callable[[Event], list[Event]]] = self._client_handlers()
+    @functools.cached_property
+    def _on_client(self) -> dict[str, Callable[[Event], list[Event]]]:
+        return self._client_handlers()
 
     def receive_client(self, data: str | bytes) -> Received:
         """Validate one client frame; return the server's answer (not yet applied to state)."""
