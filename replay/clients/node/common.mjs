@@ -19,7 +19,7 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 const MARK = '@rtreplay ';
 const NOTE_CHARS = 500;
 // Same pacing as the Python drivers (replay/clients/_support.py).
-export const TURN_GAP_MS = 500;
+const TURN_GAP_MS = 500;
 const RESPONSE_IDLE_TIMEOUT_MS = 30_000;
 export const CLOSE_TIMEOUT_MS = 2_000;
 
@@ -84,7 +84,10 @@ function packageVersion(base, name) {
 /** An event that can be awaited, with an optional bound; `wait` resolves to whether it was set. */
 export class Signal {
   #waiters = new Set();
-  isSet = false;
+
+  constructor(isSet = false) {
+    this.isSet = isSet;
+  }
 
   set() {
     this.isSet = true;
