@@ -1,9 +1,11 @@
 """Drivers for the JavaScript Realtime clients: ``openai-agents-js``, ``livekit-node``, ``openai-node``.
 
-Each case starts ``node <driver>.mjs`` (in ``replay/clients/node/``) and hands it the Target as one
-JSON line on stdin; the script drives the library's own session code against the replay server and
-reports notes on stdout (the protocol is described in ``node/common.mjs``). ``stop`` is passed on as
-a ``stop`` line and the end of stdin; a driver still running after a grace period is killed.
+Each driver runs as a worker, ``node <driver>.mjs --serve BASE`` (in ``replay/clients/node/``): it
+loads the library once, then plays cases one at a time. A case is the Target as one JSON line on
+stdin; the script drives the library's own session code against the replay server and reports on
+stdout (the protocol is described in ``node/common.mjs``). ``stop`` is passed on as a ``stop`` line;
+a worker still busy after a grace period is killed. Idle workers are reused case after case, because
+loading a library costs a CPU second or more (see ``_Pool``).
 
 Which copy of the library is checked: the directory named by the ``node_modules`` keyword or the
 ``RTREPLAY_NODE_MODULES`` variable; otherwise the one Node resolves from the current directory (the
@@ -182,6 +184,7 @@ class NodeClient:
         return replace(self, node_modules=None if node_modules is None else Path(node_modules))
 
     def version(self) -> str | None:
+        """The library's version as resolved for this run; says what is missing before any case runs."""
         return self.setup().version
 
     def setup(self) -> NodeSetup:
