@@ -19,7 +19,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from replay.clients.base import MissingDependency, dialects_of
+from replay.clients.base import ClientOutcome, MissingDependency, Target, dialects_of
 from replay.clients.node_drivers import CLIENTS, NODE_DIR, NodeClient, install_pinned, pinned_dir
 from replay.clients.registry import get_client
 from replay.corpus import conformance_corpus
@@ -125,6 +125,25 @@ def test_each_library_on_the_bundled_corpus(client: NodeClient) -> None:
     assert not differ, "\n".join(differ)
     crashed = [f"{r.case.id}: {r.outcome.crashed}" for r in report.results if r.outcome.crashed]
     assert not crashed, "\n".join(crashed)
+
+
+@needs_node
+@pytest.mark.parametrize("client", CLIENTS, ids=[c.name for c in CLIENTS])
+def test_a_refused_connection_is_the_clients_error_and_ends_the_case(client: NodeClient) -> None:
+    """Nothing listens on port 9: each library's own error is reported, and the case ends by itself
+    (livekit-node's is an uncaught `error` event: the connect crash written up in docs/drivers.md)."""
+    target = Target(ws_url="ws://127.0.0.1:9/v1/realtime?model=gpt-realtime", http_base_url="http://127.0.0.1:9/v1",
+                    api_key="sk-test", model="gpt-realtime", dialect="ga", case_id="refused", cassette="-",
+                    session_index=0, client_script=({"type": "response.create"},))
+
+    async def run() -> ClientOutcome:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(30, stop.set)  # a bound for a driver that would hang
+        return await client.with_node_modules(install_pinned()).run(target, stop)
+
+    outcome = asyncio.run(run())
+    assert outcome.crashed is not None and "127.0.0.1:9" in outcome.crashed
+    assert "the node driver ended the case before stop" in outcome.notes
 
 
 @needs_node

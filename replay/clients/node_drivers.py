@@ -258,7 +258,7 @@ class NodeClient:
                 if worker is None:
                     break
                 reusable = await worker.play(case, target, stop)
-                pool.give_back(worker, reusable)
+                await pool.give_back(worker, reusable)
                 worker = None
                 if case.started:
                     break
@@ -267,8 +267,10 @@ class NodeClient:
                 outcome.crashed, outcome.exit_code = None, None
                 outcome.notes[:] = ["the first node worker given this case had ended; it went to another"]
         except BaseException:
-            if worker is not None:
+            if worker is not None:  # cancelled (Ctrl-C) during the case: never leave a driver behind
                 worker.kill()
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(worker.close())
             raise
         finally:
             pool.runs -= 1
@@ -379,7 +381,10 @@ class _Worker:
             os.killpg(self.process.pid, signal.SIGKILL)
 
     async def close(self) -> None:
-        """End of stdin ends the worker; one that does not end within the grace period is killed."""
+        """End of stdin ends the worker; one that does not end within the grace period is killed.
+
+        Also for a worker that has ended: its transport is finished only once stdin is closed too,
+        and one left open would be collected after its event loop closed."""
         assert self.process.stdin is not None
         self.process.stdin.close()
         try:
@@ -416,7 +421,9 @@ class _Pool:
     async def take(self, stop: asyncio.Event, case: _Case) -> _Worker | None:
         """An idle driver, or a new one once it is this case's turn to load; None if stopped first."""
         while True:
+            ended = [w for w in self.idle if not w.alive]
             self.idle = [w for w in self.idle if w.alive]
+            await asyncio.gather(*(w.close() for w in ended), return_exceptions=True)
             if self.idle:
                 return self.idle.pop()
             if stop.is_set():
@@ -455,19 +462,21 @@ class _Pool:
         if worker.alive and worker.ready.is_set():
             return worker
         worker.kill()
+        await worker.close()
         case.outcome.crashed = worker.startup.outcome.crashed or (
             f"{self.client.script} did not load its library within {LOAD_TIMEOUT_S:.0f} s"
             if worker.alive else f"{self.client.script} ended while loading: "
             + (worker.startup.tail[-1] if worker.startup.tail else "no output"))
         return None
 
-    def give_back(self, worker: _Worker, reusable: bool) -> None:
+    async def give_back(self, worker: _Worker, reusable: bool) -> None:
         if reusable:
             self.idle.append(worker)
             self.freed.set()
             self.freed = asyncio.Event()
-        elif worker.alive:
-            worker.kill()
+            return
+        worker.kill()
+        await worker.close()
 
     async def close_idle(self) -> None:
         idle, self.idle = self.idle, []

@@ -38,15 +38,32 @@ export function note(text) {
   send(late ? { late: String(text).slice(0, NOTE_CHARS) } : { note: String(text).slice(0, NOTE_CHARS) });
 }
 
-/** An error nobody caught: the crash of the case it came from; the worker is not reused after it. */
+/** An error or an error event as one text: its stack where it has one. */
+export function describe(error) {
+  if (error instanceof Error) return String(error.stack ?? error);
+  const inner = error?.error ?? error?.message;
+  if (inner instanceof Error) return String(inner.stack ?? inner);
+  if (typeof inner === 'string') return inner;
+  try {
+    return typeof error === 'object' && error !== null ? JSON.stringify(error) : String(error);
+  } catch {
+    return String(error);
+  }
+}
+
+/**
+ * An error nobody caught. In the case being played it is that case's crash and, as for any Node app,
+ * the end of the process. From an earlier case's library it is logged, and the worker retires after
+ * the current case.
+ */
 function uncaught(error) {
-  const text = String(error?.stack ?? error);
-  if (current === null) {
-    send({ late: `an earlier case's library crashed: ${text}` });
+  const origin = caseOf.getStore();
+  if (current !== null && (origin === undefined || origin === current)) {
+    send({ crashed: describe(error) });
     process.exit(1);
   }
-  const origin = caseOf.getStore();
-  send(origin === undefined || origin === current ? { crashed: text } : { late: `an earlier case's library crashed: ${text}` });
+  send({ late: `an earlier case's library crashed: ${describe(error)}` });
+  if (current === null) process.exit(1);
   current.retired = true;
 }
 
@@ -209,7 +226,7 @@ export async function runDriver({ packages, modules, drive }) {
     send({ versions: Object.fromEntries(packages.map((name) => [name, packageVersion(base, name)])) });
     return;
   }
-  process.on('unhandledRejection', (reason) => note(`unhandled rejection: ${reason?.stack ?? reason}`));
+  process.on('unhandledRejection', (reason) => note(`unhandled rejection: ${describe(reason)}`));
   process.on('uncaughtException', uncaught);
   const cases = []; // [target, stop] in arrival order; a `stop` line is for the latest case
   const arrived = new Signal();
@@ -234,7 +251,7 @@ export async function runDriver({ packages, modules, drive }) {
     loaded = [];
     for (const specifier of modules) loaded.push(await import(resolveFrom(base, specifier)));
   } catch (error) {
-    send({ crashed: String(error?.stack ?? error) });
+    send({ crashed: describe(error) });
     process.exit(1);
   }
   send({ ready: true });
@@ -251,7 +268,7 @@ export async function runDriver({ packages, modules, drive }) {
     try {
       await caseOf.run(record, () => drive({ target, stop }, ...loaded));
     } catch (error) {
-      send({ crashed: String(error?.stack ?? error) });
+      send({ crashed: describe(error) });
       record.retired = true;
     }
     current = null;
