@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import os
 import re
@@ -430,7 +431,7 @@ def _clients(names: list[str]) -> list[Client]:
     except UnknownClient as exc:
         fail(str(exc))
     except MissingDependency as exc:
-        fail(f"the client's library is not installed: {exc}")
+        fail(f"the client cannot run here: {exc}")
     return clients
 
 
@@ -528,9 +529,6 @@ def import_(
                   f"license {cassette.metadata.get('license')}", highlight=False, markup=False)
 
 
-MATRIX_CLIENTS = ["reference-naive", "reference-fixed", "openai", "livekit", "livekit-pr6249", "openai-agents",
-                  "openai-agents-interrupt", "pipecat", "pipecat-interruption-frame"]
-MATRIX_CASES = ["RT-INT-[1-7]", "RT-DONE-1", "RT-TXT-*", "RT-FN-*"]
 
 
 @app.command()
@@ -548,7 +546,8 @@ def matrix(
     from replay.clients.base import dialects_of
     from replay.corpus import conformance_corpus
     from replay.cuts import build_cases, select
-    from replay.runner import CassetteCache, RunOptions
+    from replay.matrix import MATRIX_CASES, MATRIX_CLIENTS, MATRIX_OPTIONS
+    from replay.runner import CassetteCache
 
     with clear_errors():
         corpus = conformance_corpus()
@@ -556,7 +555,7 @@ def matrix(
         if not cases:
             raise ValueError(f"no case matches {' '.join(case or MATRIX_CASES)!r}")
     clients = _clients(client or MATRIX_CLIENTS)
-    options = RunOptions(speed=speed, concurrency=8)
+    options = dataclasses.replace(MATRIX_OPTIONS, speed=speed)
     cassettes = CassetteCache(corpus)
     reports = []
     for checked in clients:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from cli import MATRIX_CASES, MATRIX_CLIENTS
 from replay.clients.base import dialects_of
 from replay.clients.registry import get_client
 from replay.corpus import conformance_corpus
 from replay.cuts import build_cases, select
-from replay.matrix import END, START, render
-from replay.runner import CassetteCache, RunOptions, run_cases
+from replay.matrix import END, MATRIX_CASES, MATRIX_CLIENTS, MATRIX_OPTIONS, START, render
+from replay.runner import CassetteCache, run_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 # At the first audio delta a client's played ms is 0 or 1 depending on microseconds, so a correct
@@ -50,7 +49,7 @@ async def test_the_readme_matrix_is_what_the_clients_do() -> None:
     for name in MATRIX_CLIENTS:
         client = get_client(name)
         own = [c for c in cases if c.dialect in dialects_of(client)]
-        reports.append(await run_cases(own, client, RunOptions(speed=1.0, concurrency=8), cassettes))
+        reports.append(await run_cases(own, client, MATRIX_OPTIONS, cassettes=cassettes))
     fresh = table(render(reports))
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     readme = table(text[text.index(START):text.index(END)])
