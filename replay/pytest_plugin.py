@@ -21,9 +21,9 @@ the cases of the function's next tests start too, ``RunOptions.concurrency`` (16
 background event loop, and each test waits for its own. A test asking with another client or other
 options gets a fresh run, and its function goes back to one case at a time; a client made anew in
 every test is never run ahead; ``RunOptions(concurrency=1)`` never runs ahead. Under pytest-xdist a
-worker cannot know which tests it will be given, so it starts only its next ``concurrency - 1``
-tests' cases, and a case may also run in a worker that is not given its test: without ``-n`` the
-plugin already runs the cases side by side.
+worker cannot know which tests it will be given, so it starts only its share of the function's
+next tests (their number divided by the workers'), and a case may also run in a worker that is not
+given its test: without ``-n`` the plugin already runs the cases side by side.
 """
 
 from __future__ import annotations
@@ -390,7 +390,7 @@ class _RunAhead:
         self.done: set[str] = set()
         self.one_at_a_time: set[str] = set()  # groups whose tests did not all ask for the same run
         self.asked: dict[str, _Started] = {}  # each group's last run: two alike in a row start the next ones
-        self.xdist_worker = False
+        self.workers = 1  # pytest-xdist's worker count when this process is one of its workers
         self._loop: _BackgroundLoop | None = None
         self._cassettes: CassetteCache | None = None
         self._gates: dict[int, asyncio.Semaphore] = {}  # by concurrency: cases started ahead, so many at once
@@ -436,12 +436,14 @@ class _RunAhead:
     def _fill(self, group: str, item: pytest.Item, client: Client, options: RunOptions) -> None:
         """Start the group's next tests' cases, ``options.concurrency`` in flight, as ``rtreplay check`` does.
 
-        Under pytest-xdist a worker does not know which tests it will be given, so it starts only the
-        next ``concurrency - 1``: a case another worker is given may also run here, but only so many.
+        Under pytest-xdist a worker does not know which tests it will be given (xdist hands them out
+        in order, a few at a time), so it starts only its share: the group's tests divided by the
+        number of workers. A case another worker is given may also run here, but no more than that.
         """
         items = self.groups[group]
         at = next(i for i, other in enumerate(items) if other is item)
-        upcoming = items[at + 1: at + options.concurrency] if self.xdist_worker else items[at + 1:]
+        share = -(-len(items) // self.workers) - 1  # ceiling division, less the test asking now
+        upcoming = items[at + 1: at + 1 + share]
         for other in upcoming:
             if other.nodeid not in self.started and other.nodeid not in self.done:
                 self.started[other.nodeid] = self._start(_case_param(other), client, options, gated=True)
@@ -501,7 +503,8 @@ _AHEAD = pytest.StashKey[_RunAhead]()
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     ahead = session.config.stash[_AHEAD]
-    ahead.xdist_worker = hasattr(session.config, "workerinput")
+    workerinput = getattr(session.config, "workerinput", None)
+    ahead.workers = max(1, int(workerinput.get("workercount", 1))) if isinstance(workerinput, dict) else 1
     ahead.collected(session.items)
 
 

@@ -327,3 +327,19 @@ def test_what_ran():
     assert SERIAL.most == 1 and SERIAL.ran == cases
 """)
     inner.runpytest(*PLUGIN, "-p", "no:randomly").assert_outcomes(passed=13)
+
+
+def test_run_conformance_under_xdist_gives_every_test_its_own_case(inner: pytest.Pytester) -> None:
+    inner.makepyfile(test_xdist_cases="""
+import pytest
+
+from replay.pytest_plugin import run_conformance
+from replay.runner import RunOptions
+
+@pytest.mark.rtreplay_cases("RT-INT-1", "RT-INT-2", "RT-INT-3", "RT-INT-4", "RT-TXT-1", "RT-TXT-2")
+def test_each(rtreplay_case):
+    result = run_conformance(rtreplay_case, "reference-fixed", RunOptions(speed=0))
+    assert result.case is rtreplay_case and result.log[0]["case"] == rtreplay_case.id
+    assert result.verdict.verdict == "OK", result.verdict.reason
+""")
+    inner.runpytest_subprocess(*PLUGIN, "-n", "2", timeout=120).assert_outcomes(passed=6)
