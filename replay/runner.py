@@ -119,8 +119,8 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(watcher), options.quiet + 0.5)
         # The case is over: the server ends the session, and the client gets its grace to exit on its own.
-        case_over = asyncio.get_running_loop().time()
-        server.end_sessions()
+        # A client that had already hung up answers for any way it exits.
+        case_over = asyncio.get_running_loop().time() if server.end_sessions() else float("inf")
         stop.set()
         watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -164,10 +164,12 @@ class ReplayServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
 
-    def end_sessions(self, reason: str = "rtreplay: the case is over") -> None:
-        """Close every live session normally (1000), as a server ending the conversation would."""
-        for connection in list(self._live):
+    def end_sessions(self, reason: str = "rtreplay: the case is over") -> int:
+        """Close every live session normally (1000), as a server ending the conversation would; how many."""
+        live = [c for c in self._live if c.protocol.state is State.OPEN]
+        for connection in live:
             connection.end(reason)
+        return len(live)
 
     async def __aenter__(self) -> ReplayServer:
         return await self.start()

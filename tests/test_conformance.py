@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -168,3 +169,41 @@ def test_cut_specs() -> None:
         parse_cut("after:response.output_audio.delta#13", session)
     with pytest.raises(CutError, match="a cut is"):
         parse_cut("middle", session)
+
+
+CRASHER = '''
+import asyncio, json, os, sys
+from websockets.asyncio.client import connect
+
+async def main():
+    async with connect(os.environ["RTREPLAY_WS_URL"],
+                       additional_headers={"Authorization": "Bearer " + os.environ["OPENAI_API_KEY"]}) as ws:
+        heard = False
+        async for raw in ws:
+            kind = json.loads(raw)["type"]
+            heard = heard or kind == "response.output_audio.delta"
+            if kind == "input_audio_buffer.speech_started" and heard:  # the user interrupts the assistant
+                print('Error: Item "item_x" not found', file=sys.stderr, flush=True)
+                sys.exit(1)
+
+asyncio.run(main())
+'''
+
+
+async def test_a_client_that_crashes_after_the_barge_in_fails_with_its_error_line(tmp_path: Path) -> None:
+    program = tmp_path / "crasher.py"
+    program.write_text(CRASHER)
+    command = CommandClient(f"{sys.executable} {program}")
+    [result] = (await run_cases(corpus_cases("RT-INT-6"), command, FAST)).results
+    assert result.verdict.verdict == "FAILED"
+    assert "the client failed after the barge-in: it exited with code 1" in result.verdict.reason
+    assert 'Item "item_x" not found' in result.verdict.reason
+
+
+async def test_verdicts_are_the_same_run_after_run_on_the_beta_cassette() -> None:
+    cases = corpus_cases(cassette="beta_audio_response")
+    runs = [await run_cases(cases, NAIVE, FAST) for _ in range(3)]
+    verdicts = [[(r.case.id, r.verdict.verdict, r.verdict.actions and r.verdict.actions[0].split()[0])
+                 for r in run.results] for run in runs]
+    assert verdicts[0] == verdicts[1] == verdicts[2]
+    assert {v for _, v, _ in verdicts[0]} == {"OK", "FAILED"}
