@@ -20,14 +20,14 @@ from replay.cassette import load
 from replay.clients.base import MissingDependency
 from replay.clients.registry import get_client
 from replay.cuts import build_cases, select
-from replay.matrix import END, START
-from replay.runner import RunOptions, RunReport, run_cases
+from replay.matrix import END, MATRIX_OPTIONS, START
+from replay.runner import RunReport, run_cases
 
 from .conftest import CASSETTES
 
 ROOT = Path(__file__).resolve().parents[1]
 SEED, UNHELD, MID, DONE = "RT-INT-4", "RT-INT-2", "RT-INT-6", "RT-DONE-1"
-OPTIONS = RunOptions(speed=1.0, concurrency=4)
+OPTIONS = MATRIX_OPTIONS  # as the README matrix runs: 4 at once, and clock skew under load is not a cell
 
 
 def cases(*ids: str) -> list[Any]:

@@ -24,8 +24,8 @@ from replay.clients.node_drivers import CLIENTS, NODE_DIR, NodeClient, install_p
 from replay.clients.registry import get_client
 from replay.corpus import conformance_corpus
 from replay.cuts import build_cases
-from replay.matrix import cell
-from replay.runner import RunOptions, run_cases
+from replay.matrix import MATRIX_OPTIONS, cell
+from replay.runner import run_cases
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None,
                                 reason="node is not installed: the JavaScript drivers need Node.js >= 20")
@@ -103,7 +103,7 @@ EXPECTED: dict[str, tuple[str, str, str]] = {
 }
 # fmt: on
 COLUMNS = ("openai-agents-js", "livekit-node", "openai-node")
-OPTIONS = RunOptions(concurrency=4)  # two cores: leave the players their real-time clocks
+OPTIONS = MATRIX_OPTIONS  # as the README matrix runs: 4 at once, and clock skew under load is not a cell
 
 
 def pinned_version(package: str) -> str:
