@@ -33,7 +33,6 @@ import importlib.util
 import threading
 import warnings
 from collections.abc import Callable, Coroutine, Iterator, Sequence
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -42,6 +41,7 @@ import pytest
 
 if TYPE_CHECKING:
     import asyncio
+    from concurrent.futures import Future
 
     from replay.clients.base import Client
     from replay.cuts import Case
@@ -350,14 +350,16 @@ def run_conformance(case: Case, client: Client | str, options: RunOptions | None
 # ---------------------------------------------------------------------------- running cases ahead
 
 
-@dataclass
 class _Started:
     """A case started ahead of its test, and what it was started with."""
 
-    case: Case
-    client: Client
-    options: RunOptions
-    future: Future[CaseResult]
+    __slots__ = ("case", "client", "future", "options")
+
+    def __init__(self, case: Case, client: Client, options: RunOptions, future: Future[CaseResult]) -> None:
+        self.case = case
+        self.client = client
+        self.options = options
+        self.future = future
 
     def serves(self, case: Case, client: Client, options: RunOptions) -> bool:
         return self.case is case and self.asked_with(client, options)
