@@ -1,6 +1,6 @@
 """A per-user cache of parsed cassettes, keyed by the file's content hash.
 
-Parsing YAML costs 200-600 ms per MB (PyYAML builds a Python node for every scalar); reading the
+Parsing YAML costs 200-800 ms per MB (PyYAML builds a Python node for every scalar); reading the
 same data back from ``marshal`` costs a few ms per MB. An entry is found by the SHA-256 of the
 cassette's bytes and of the loader's own code, so an edited cassette, or a changed loader, is never
 served from an old entry: it simply has no entry yet.
@@ -53,7 +53,7 @@ def cache_dir(*, create: bool) -> str | None:
 
 
 def read_bytes(path: str) -> bytes:
-    """A whole file, with fewer system calls than `Path.read_bytes` (this is most of a cache hit's cost)."""
+    """A whole file, with fewer system calls than `Path.read_bytes` (a hit reads two files: a fixed cost)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         chunks = [os.read(fd, os.fstat(fd).st_size + 1)]
