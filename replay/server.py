@@ -36,7 +36,7 @@ from replay.dialect import neutral_name
 from replay.engine import Conversation, Event, Received, Snapshot
 from replay.matching import DEFAULT_IGNORE, Divergence, StrictMatcher
 from replay.player import ResponsePlayer, Speech, User
-from replay.protocol import Dialect, IdFactory
+from replay.protocol import AUDIO_DELTA_TYPES, Dialect, IdFactory
 from replay.rules import RuleBook
 from replay.script import Script, script_of
 from replay.wirelog import WireLog
@@ -45,6 +45,7 @@ from replay.wsio import receive_frames, send_pending, serve_connection
 REALTIME_PATHS = ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime")
 MAX_HEAD = 64 * 1024
 MAX_FRAME = 32 * 1024 * 1024  # the API takes 15 MiB of audio per append, ~20 MiB of base64
+EARLY_S = 0.001  # model output due within this is sent now (timers wake late; this centres the lateness)
 _AFTER = re.compile(r"^after:(?P<type>[a-z_.]+)#(?P<n>\d+)$")
 _AT = re.compile(r"^at:(?P<s>\d+(\.\d+)?)s?$")
 
@@ -236,7 +237,9 @@ class ReplayServer:
 
     async def _websocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
         protocol = ServerProtocol(
-            extensions=[ServerPerMessageDeflateFactory()] if self.options.compression else None,
+            # Level 1: a fifth of the default's CPU on audio deltas; the level is the server's own business.
+            extensions=[ServerPerMessageDeflateFactory(compress_settings={"level": 1})]
+            if self.options.compression else None,
             select_subprotocol=_select_subprotocol,
             max_size=MAX_FRAME,
         )
@@ -458,7 +461,7 @@ class _Connection:
     def _write(self, event: Event, origin: str) -> None:
         if self.protocol.state is not State.OPEN:
             return
-        self.protocol.send_text(json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode())
+        self.protocol.send_text(_wire(event))
         send_pending(self.protocol, self.writer)
         self.session.log.server(self.now(), event, origin)
 
@@ -521,15 +524,18 @@ class _Connection:
             self.wake.clear()
             if timeout <= 0:
                 continue
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(timeout):
-                    await self.wake.wait()
+            # One timer handle per wait (model output is woken EARLY_S early: timers wake up to 1 ms late).
+            timer = self.loop.call_at(self.loop.time() + timeout, self.wake.set)
+            try:
+                await self.wake.wait()
+            finally:
+                timer.cancel()
 
     def _tick(self, now: float) -> None:
         while self.deferred and self.deferred[0][0] <= now:
             heapq.heappop(self.deferred)[2]()
         for response_id, (index, player) in list(self.players.items()):
-            for position, step in player.due(now):
+            for position, step in player.due(now + EARLY_S):
                 self._emit_all(self.engine.render_step(step, response_id), "model")
                 self._cut_at_step(index, position)
             if player.finished:
@@ -642,7 +648,7 @@ class _Connection:
             deadlines.append(self.deferred[0][0] - now)
         for _, player in self.players.values():
             if (deadline := player.next_deadline()) is not None:
-                deadlines.append(deadline - now)
+                deadlines.append(deadline - EARLY_S - now)
         if self.user is not None:
             due = self.user.due_at(self.engine.input_audio_ms, self.engine.turn_detection is not None)
             if due is not None:
@@ -739,6 +745,16 @@ class _Connection:
             self._flush()
             self.protocol.send_close(1008, _fit(divergence.describe(), 123))
             send_pending(self.protocol, self.writer)
+
+
+def _wire(event: Event) -> bytes:
+    """The event's JSON. An audio delta's base64 needs no escaping: it is spliced in, not re-encoded."""
+    delta = event.get("delta")
+    if isinstance(delta, str) and len(delta) > 256 and event.get("type") in AUDIO_DELTA_TYPES:
+        head = json.dumps({k: v for k, v in event.items() if k != "delta"}, ensure_ascii=False,
+                          separators=(",", ":"))
+        return f'{head[:-1]},"delta":"{delta}"}}'.encode()
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 def _fit(text: str, limit: int) -> str:
