@@ -180,8 +180,12 @@ def _writable(option: str, path: Path, *, directory: bool = False) -> None:
     if not directory and path.is_dir():
         raise ValueError(f"{option} {path}: is a directory; give a file name")
     parent = path if directory and path.is_dir() else path.parent
-    if not parent.is_dir():
-        raise ValueError(f"{option} {path}: the directory {parent} does not exist")
+    if parent.exists() and not parent.is_dir():
+        raise ValueError(f"{option} {path}: {parent} is not a directory")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)  # reports/ of a fresh checkout, as a write would
+    except OSError as exc:
+        raise ValueError(f"{option} {path}: cannot create the directory {parent}: {exc.strerror or exc}") from None
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {path}: cannot write in {parent}")
 

@@ -185,14 +185,20 @@ def test_a_port_out_of_range_or_in_use_is_one_clear_error(tmp_path: Path) -> Non
 def test_report_paths_are_checked_before_the_run(tmp_path: Path) -> None:
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    for option, path, message in (("--json", tmp_path / "no" / "r.json", "does not exist"),
+    for option, path, message in (("--json", a_file / "no" / "r.json", "cannot create the directory"),
                                   ("--junit-xml", tmp_path, "is a directory"),
-                                  ("--html", tmp_path / "no" / "r.html", "does not exist"),
-                                  ("--write-baseline", a_file / "b.json", "does not exist"),
+                                  ("--html", a_file / "r.html", "is not a directory"),
+                                  ("--write-baseline", a_file / "b.json", "is not a directory"),
                                   ("--logs", a_file, "is not a directory")):
         code, out = run("check", "--client", "reference-fixed", "--case", "RT-INT-1", option, str(path))
         assert code == 2 and message in out, (option, out)
         assert "RT-INT-1" not in out  # nothing ran
+
+
+def test_a_report_in_a_new_directory_is_written_there(tmp_path: Path) -> None:
+    report = tmp_path / "reports" / "nested" / "r.xml"
+    code, out = run("check", "--client", "reference-fixed", "--case", "RT-INT-1", "--junit-xml", str(report))
+    assert code == 0 and report.read_text().startswith("<?xml"), out
 
 
 def test_user_text_is_printed_as_given_never_as_emoji_or_markup() -> None:
