@@ -226,17 +226,20 @@ _CACHE = ParsedCache(_loader_identity())
 
 def load(path: str | Path) -> Cassette:
     """Parse a cassette file; one loaded before (same bytes, same loader) comes from the user's cache."""
-    path = path if isinstance(path, Path) else Path(path)
+    with _gc_paused():
+        return _load(path if isinstance(path, Path) else Path(path))
+
+
+def _load(path: Path) -> Cassette:
     try:
         raw = read_bytes(str(path))
     except OSError:
         return _load_text(path)
     key = _CACHE.key(raw)
-    with _gc_paused():
-        cached = _CACHE.get(key)
-        if cached is not None:
-            with contextlib.suppress(TypeError, ValueError):  # not the shape this loader writes: parse it again
-                return _from_plain(cached, path)
+    cached = _CACHE.get(key)
+    if cached is not None:
+        with contextlib.suppress(TypeError, ValueError):  # not the shape this loader writes: parse it again
+            return _from_plain(cached, path)
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -252,9 +255,9 @@ def load(path: str | Path) -> Cassette:
 def _gc_paused() -> Iterator[None]:
     """No cyclic garbage collection while a cassette is built.
 
-    Parsing makes a container per YAML node and none of them is garbage, yet each allocation counts
-    towards the collector's next pass, and with a large heap alive those passes cost as much as the
-    parse itself (a 10-minute session: 1.4 s with the collector, 0.8 s without).
+    Parsing (or unmarshalling) makes a container per node and none of them is garbage, yet each
+    allocation counts towards the collector's next pass, and with a large heap alive those passes
+    cost as much as the parse itself (a 10-minute session: 1.4 s with the collector, 0.8 s without).
     """
     enabled = gc.isenabled()
     gc.disable()
