@@ -9,10 +9,9 @@ handshake. Each row of each table names its source in the protocol reference
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
-from replay.protocol import Dialect
+from replay.protocol import Dialect, clone
 
 # Server event names: (GA, beta, reference). A beta of None: the event has no beta form.
 EVENTS: tuple[tuple[str, str | None, str], ...] = (
@@ -98,15 +97,15 @@ def content_type(ptype: Any, dialect: Dialect) -> Any:
 def session_to_ga(session: dict[str, Any]) -> dict[str, Any]:
     """A beta session object in the GA shape (§2)."""
     if "audio" in session or "type" in session:
-        return copy.deepcopy(session)
+        return clone(session)
     out: dict[str, Any] = {"type": "realtime"}
     for key in SHARED_SESSION_KEYS:
         if key in session:
-            out[key] = copy.deepcopy(session[key])
+            out[key] = clone(session[key])
     for path, beta, _ in SESSION_FIELDS:
         if beta not in session:
             continue
-        value = copy.deepcopy(session[beta])
+        value = clone(session[beta])
         if beta == "modalities":
             value = ["audio"] if isinstance(value, list) and "audio" in value else ["text"]
         elif beta.endswith("audio_format"):
@@ -118,16 +117,16 @@ def session_to_ga(session: dict[str, Any]) -> dict[str, Any]:
 def session_to(session: dict[str, Any], dialect: Dialect) -> dict[str, Any]:
     """A GA session object in the dialect asked for (§2); beta keeps what has a beta name."""
     if dialect == "ga":
-        return copy.deepcopy(session)
+        return clone(session)
     out: dict[str, Any] = {}
     for key in SHARED_SESSION_KEYS:
         if key in session:
-            out[key] = copy.deepcopy(session[key])
+            out[key] = clone(session[key])
     for path, beta, _ in SESSION_FIELDS:
         found, value = _get(session, path)
         if not found:
             continue
-        value = copy.deepcopy(value)
+        value = clone(value)
         if beta == "modalities":
             value = ["audio", "text"] if isinstance(value, list) and "audio" in value else ["text"]
         elif beta.endswith("audio_format"):

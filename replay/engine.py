@@ -10,7 +10,6 @@ events the caller may send. The state lives in :mod:`replay.state`, what the ser
 
 from __future__ import annotations
 
-import copy
 import functools
 import json
 from collections.abc import Callable
@@ -149,7 +148,7 @@ class Conversation(ModelOutput):
             self._validate_ga_session(update)
         else:
             self._validate_beta_session(update)
-        merged = merge_session(self.session, copy.deepcopy(update))  # never alias the client's own event
+        merged = merge_session(self.session, p.clone(update))  # never alias the client's own event
         if self.dialect == "ga":
             transcription = merged.get("audio", {}).get("input", {}).get("transcription")
             if isinstance(transcription, dict):

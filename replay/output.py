@@ -7,7 +7,6 @@ Nothing here is applied to the state: the caller sends each event through ``send
 
 from __future__ import annotations
 
-import copy
 from typing import TYPE_CHECKING, Any
 
 from replay import protocol as p
@@ -23,7 +22,7 @@ class ModelOutput(ConversationState):
 
     def session_created(self) -> list[Event]:
         """The first frames of every session: the live session (beta adds conversation.created, §1.3)."""
-        events = [self._ev("session.created", session=copy.deepcopy(self.session))]
+        events = [self._ev("session.created", session=p.clone(self.session))]
         if self.dialect == "beta":
             events.append(self._ev("conversation.created",
                                    conversation={"id": self.conversation_id, "object": "realtime.conversation"}))

@@ -456,13 +456,16 @@ class _Connection:
             if event is None:
                 self.session.log.mark(now, origin, cut=origin.startswith("cut "))
             else:
-                self._write(event, origin)
+                self._write(event, origin, pending=True)
+        send_pending(self.protocol, self.writer)
 
-    def _write(self, event: Event, origin: str) -> None:
+    def _write(self, event: Event, origin: str, *, pending: bool = False) -> None:
+        """Frame one event; ``pending``: leave the bytes for the caller's one write of them all."""
         if self.protocol.state is not State.OPEN:
             return
         self.protocol.send_text(_wire(event))
-        send_pending(self.protocol, self.writer)
+        if not pending:
+            send_pending(self.protocol, self.writer)
         self.session.log.server(self.now(), event, origin)
 
     def _later(self, delay: float, action: Callable[[], None]) -> None:

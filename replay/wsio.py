@@ -14,12 +14,13 @@ from websockets.server import ServerProtocol
 
 def send_pending(protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
     """Write what the protocol queued; its empty chunk means half-close (the server closes TCP first)."""
-    for chunk in protocol.data_to_send():
-        if chunk:
-            writer.write(chunk)
-        elif writer.can_write_eof():
-            with contextlib.suppress(OSError):
-                writer.write_eof()
+    chunks = protocol.data_to_send()
+    data = b"".join(chunks)
+    if data:
+        writer.write(data)  # one write: one send() for all the frames queued since the last
+    if chunks and not chunks[-1] and writer.can_write_eof():
+        with contextlib.suppress(OSError):
+            writer.write_eof()
 
 
 async def receive_frames(reader: asyncio.StreamReader, protocol: ServerProtocol,
