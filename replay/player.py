@@ -111,8 +111,10 @@ class User:
             return self.stop_at
         if turn is None or turn.kind == "tool" or self.taken_since_end or not self.timeline:
             return None
-        gap = turn.gap if turn.kind == "voice" or self.streams_audio else max(turn.gap, self.typed_grace)
-        return self.previous_end + gap * self.speed
+        gap = turn.gap * self.speed
+        if turn.kind != "voice" and not self.streams_audio:  # wall-clock time to type it, whatever the speed
+            gap = max(gap, self.typed_grace)
+        return self.previous_end + gap
 
     def poll(self, now: float, *, input_ms: float, listening: bool, response_active: bool) -> list[Speech]:
         """What the user does at ``now``: ``listening`` is the live session's turn detection."""
