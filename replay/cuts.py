@@ -39,7 +39,6 @@ class Case:
     cassette: Path
     cassette_name: str
     session_index: int
-    stop_after: int  # index of the recorded frame after which the barge-in happens
     cut: str  # canonical label, after:TYPE#N
     dialect: str
     snapshot: Snapshot  # what the recording says the server holds at the cut
@@ -201,7 +200,7 @@ def build_cases(cassettes: Iterable[tuple[Path, Cassette]], *, all_cuts: bool = 
             for index, area, scenario, title, snap in points:
                 counters[area] += 1
                 cases.append(Case(f"RT-{area}-{counters[area]}", title, area, scenario, path, cassette.name,
-                                  session_index, index, cut_label(session, index), session.dialect, snap,
+                                  session_index, cut_label(session, index), session.dialect, snap,
                                   script.position(index)))
     return cases
 

@@ -118,6 +118,7 @@ class Script:
     responses: list[ModelResponse]
     audio_cut_at_source: bool = False
     notes: list[str] = field(default_factory=list)
+    client_events: list[dict[str, Any]] = field(default_factory=list)  # as recorded, for strict replay
 
     def position(self, frame: int) -> tuple[int, int] | None:
         """(response, step) of a recorded frame: step -1 is the response's response.created."""
@@ -139,8 +140,8 @@ class Script:
 
 def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = False) -> Script:
     """The script of one recorded session (see module doc)."""
-    frames = [(f.t, f.source, normalize(f.event, session.dialect) if f.event is not None else None)
-              for f in session.frames]
+    frames = [(f.t, f.source, normalize(f.event, session.dialect) if f.event is not None and f.source == "server"
+               else f.event) for f in session.frames]
     opening = next((e["session"] for _, src, e in frames if src == "server" and e is not None
                     and e.get("type") == "session.created" and isinstance(e.get("session"), dict)), None)
     responses: list[ModelResponse] = []
@@ -220,7 +221,9 @@ def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = Fa
             continue
         else:
             notes.append(f"{etype} at {t:.3f}s belongs to no response or turn: not replayed")
-    return Script(session.dialect, session.model, opening, turns, responses, audio_cut_at_source, notes)
+    client_events = [e for _, source, e in frames if source == "client" and e is not None]
+    return Script(session.dialect, session.model, opening, turns, responses, audio_cut_at_source, notes,
+                  client_events)
 
 
 def _response_id(event: dict[str, Any]) -> str | None:

@@ -377,16 +377,9 @@ class _Connection:
         self.counts: dict[str, int] = {}
         self.last_client_at = 0.0  # the last client frame other than an audio append
         self.last_activity = 0.0
-        recorded = [f.event for f in self._recorded_session().frames if f.source == "client" and f.event is not None] \
-            if self.script is not None else []
-        self.matcher = StrictMatcher(recorded, options.ignore) if self.script is not None else None
+        self.matcher = StrictMatcher(self.script.client_events, options.ignore) if self.script is not None else None
         self._fragments: list[bytes] = []
         self._fragment_op: Opcode | None = None
-
-    def _recorded_session(self) -> Any:
-        cassette = self.server.cassette
-        assert cassette is not None
-        return cassette.sessions[self.server.session_choice(self.session.index)]
 
     def now(self) -> float:
         return self.loop.time() - self.start

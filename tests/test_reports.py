@@ -59,7 +59,7 @@ def wire_log(case_id: str, after_cut: list[dict[str, Any]]) -> list[dict[str, An
 def result(case_id: str, area: str, verdict: Verdict, after_cut: list[dict[str, Any]], *,
            title: str = "interrupt mid-audio", outcome: ClientOutcome | None = None,
            divergences: list[str] | None = None) -> CaseResult:
-    case = Case(case_id, title, area, "mid-audio", Path("/corpus/ga_turn.yaml"), "ga_turn", 0, 12,
+    case = Case(case_id, title, area, "mid-audio", Path("/corpus/ga_turn.yaml"), "ga_turn", 0,
                 "after:response.output_audio.delta#3", "ga", snapshot())
     log = wire_log(case_id, after_cut)
     if verdict.verdict == NOT_REACHED:  # the replay stopped short of the cut
