@@ -383,7 +383,6 @@ class Conversation(ModelOutput):
         response_id = self.ids("resp")
         self._requested = None if out_of_band else response_id
         self._out_of_band_pending = out_of_band
-        self._params = params
         created = self._response_object(response_id, "in_progress", None, [], None, params)
         return [self._ev("response.created", response=created)]
 

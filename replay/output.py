@@ -157,8 +157,6 @@ class ModelOutput(ConversationState):
         item_id = recorded if isinstance(recorded, str) and recorded not in self.items \
             and recorded not in self._used_ids else self.ids("item")
         self._used_ids.add(item_id)
-        if isinstance(recorded, str):
-            response.recorded_items[recorded] = item_id
         obj: dict[str, Any] = {"id": item_id, "type": data.get("type", "message"), "status": "in_progress"}
         if obj["type"] == "message":
             obj.update(role=data.get("role", "assistant"), content=[])
@@ -269,7 +267,6 @@ class ModelOutput(ConversationState):
         """`response.created` for a response the server starts on its own after a voice turn."""
         if self.default_response is not None:
             return []
-        self._params = {}
         self._out_of_band_pending = False
         return [self._ev("response.created", response=self._response_object(self.ids("resp"), "in_progress", None,
                                                                            [], None, {}))]

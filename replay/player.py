@@ -72,7 +72,6 @@ class User:
         self.taken_since_end = False
         self.streams_audio = False
         self.speaking: UserTurn | None = None
-        self.speaking_synthetic = False
         self.stop_at: float | None = None
 
     @property
@@ -147,14 +146,12 @@ class User:
         if turn is not None:
             self.next += 1
         self.speaking = turn
-        self.speaking_synthetic = turn is None
         self.stop_at = now + (turn.speech_s if turn is not None else DEFAULT_SPEECH_S) * self.speed
         return Speech("started", turn)
 
     def _stop(self) -> Speech:
         turn = self.speaking
         self.speaking = None
-        self.speaking_synthetic = False
         self.stop_at = None
         self.taken_since_end = True
         return Speech("stopped", turn)

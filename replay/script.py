@@ -19,7 +19,6 @@ from typing import Any, Literal
 
 from replay.cassette import Cassette, WebSocketSession
 from replay.dialect import normalize
-from replay.protocol import b64_decoded_len
 
 # Step kinds, in the order a response streams them; the engine renders each into its wire event.
 STEP_OF: dict[str, str] = {
@@ -63,15 +62,6 @@ class ModelResponse:
     t: float  # recorded time of its response.created
     steps: list[Step]
     frame: int = -1  # the recorded frame of its response.created
-    status: str = "completed"
-    status_details: Any = None
-    usage: Any = None
-    out_of_band: bool = False
-    audio_ms: int = 0  # audio the recording holds for it, at 48 bytes per ms
-
-    @property
-    def duration(self) -> float:
-        return self.steps[-1].offset if self.steps else 0.0
 
     @property
     def tools(self) -> list[str]:
@@ -94,7 +84,6 @@ class UserTurn:
     audio_end_ms: int | None = None
     item_id: str | None = None  # the recorded user item's id (voice turns)
     transcript: str | None = None
-    transcription: list[tuple[float, dict[str, Any]]] = field(default_factory=list)  # after the commit
     responds: bool = True  # the recording answered it with a response
 
     @property
@@ -130,12 +119,6 @@ class Script:
                     return response.index, index
         return None
 
-    def turn_before(self, response_index: int) -> UserTurn | None:
-        """The user turn whose response is the given one, if any."""
-        return next((t for t in self.turns if t.responds and self.response_of(t) == response_index), None)
-
-    def response_of(self, turn: UserTurn) -> int:
-        return sum(1 for t in self.turns[: turn.index + 1] if t.responds) - 1
 
 
 def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = False) -> Script:
@@ -171,9 +154,7 @@ def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = Fa
             continue
         rid = _response_id(event)
         if etype == "response.created":
-            raw = event.get("response") or {}
-            response = ModelResponse(len(responses), t, [], frame,
-                                     out_of_band=raw.get("conversation_id", "") is None)
+            response = ModelResponse(len(responses), t, [], frame)
             responses.append(response)
             open_responses[rid or ""] = response
             if pending is not None:
@@ -188,13 +169,7 @@ def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = Fa
         if owner is not None and etype in STEP_OF:
             response = owner
             response.steps.append(Step(round(t - response.t, 6), STEP_OF[etype], _step_data(etype, event), frame))
-            if etype == "response.output_audio.delta":
-                response.audio_ms += _audio_bytes(event.get("delta")) // 48
             if etype == "response.done":
-                raw = event.get("response") or {}
-                response.status = raw.get("status") or "completed"
-                response.status_details = raw.get("status_details")
-                response.usage = raw.get("usage")
                 open_responses.pop(rid or "", None)
                 last_end = t
             continue
@@ -212,10 +187,8 @@ def compile_session(session: WebSocketSession, *, audio_cut_at_source: bool = Fa
             pending.speech_s = max(0.0, t - (speech_at if speech_at is not None else t))
         elif etype.startswith(TRANSCRIPTION_PREFIX):
             speaker = next((u for u in reversed(turns) if u.item_id == event.get("item_id")), None)
-            if speaker is not None:
-                speaker.transcription.append((t, event))
-                if etype.endswith(".completed") and isinstance(event.get("transcript"), str):
-                    speaker.transcript = event["transcript"]
+            if speaker is not None and etype.endswith(".completed") and isinstance(event.get("transcript"), str):
+                speaker.transcript = event["transcript"]
         elif etype in ACKS or etype in ("input_audio_buffer.committed", "conversation.item.added",
                                         "conversation.item.done", "conversation.item.created"):
             continue
@@ -258,15 +231,11 @@ def _step_data(etype: str, event: dict[str, Any]) -> dict[str, Any]:
         return {"delta": event.get("delta")}
     if etype == "response.function_call_arguments.done":
         return {"arguments": event.get("arguments")}
+    if etype == "response.done":  # how the model's response ended: completed, incomplete, failed
+        raw = event.get("response") or {}
+        return {"status": raw.get("status") or "completed", "status_details": raw.get("status_details"),
+                "usage": raw.get("usage")}
     return {}
-
-
-def _audio_bytes(delta: Any) -> int:
-    if isinstance(delta, str):
-        return b64_decoded_len(delta)
-    if isinstance(delta, dict) and isinstance(delta.get("$audio"), dict):
-        return int(delta["$audio"].get("bytes", 0))
-    return 0
 
 
 def script_of(cassette: Cassette, index: int) -> Script:

@@ -73,7 +73,6 @@ class Response:
     items: list[str] = field(default_factory=list)
     text_only: bool = False  # the live request asked for text: recorded audio is rendered as its transcript
     cancelling: bool = False  # a cancel was accepted; its tail is on the way
-    recorded_items: dict[str, str] = field(default_factory=dict)  # recorded item id -> live item id
 
 
 @dataclass(frozen=True)
@@ -174,7 +173,6 @@ class ConversationState:
         self.assistant_audio = False  # any model audio produced (voice lock, T11)
         self.notes: list[str] = []  # server-side inconsistencies seen in the frames sent
         self._requested: str | None = None  # id reserved by an accepted response.create
-        self._params: dict[str, Any] = {}  # the options of that response.create
         self._used_ids: set[str] = set()  # item ids ever used, so a recorded id is never reused
         self._speech_item: str | None = None  # the user item that the speech being heard becomes
         self._out_of_band_pending = False

@@ -249,3 +249,24 @@ async def test_beta_retirement_mode_and_session_expiry() -> None:
         with pytest.raises(ConnectionClosed):
             await recv(ws)
         assert (ws.close_code, ws.close_reason) == (1001, expired["error"]["message"])
+
+
+async def test_a_response_ends_as_recorded_incomplete_with_its_usage() -> None:
+    """The recorded response.done status and usage are the model's: the live response ends the same way."""
+    usage = {"total_tokens": 7, "input_tokens": 3, "output_tokens": 4}
+    frames = [Frame(0.0, "server", {"type": "session.created", "session": {}}),
+              Frame(0.01, "client", {"type": "response.create"}),
+              Frame(0.02, "server", {"type": "response.created", "response": {"id": "resp_1", "status": "x"}}),
+              Frame(0.03, "server", {"type": "response.done", "response": {
+                  "id": "resp_1", "status": "incomplete", "usage": usage,
+                  "status_details": {"type": "incomplete", "reason": "max_output_tokens"}}})]
+    cassette = Cassette({}, [WebSocketSession("wss://api.openai.com/v1/realtime?model=gpt-realtime", "ga", frames)])
+    async with ReplayServer(cassette, ServerOptions(speed=0)) as server, \
+            connect(server.ws_url(), additional_headers=AUTH) as ws:
+        await recv(ws)
+        await ws.send(json.dumps({"type": "response.create"}))
+        while (event := await recv(ws))["type"] != "response.done":
+            pass
+    response = event["response"]
+    assert (response["status"], response["usage"]) == ("incomplete", usage)
+    assert response["status_details"] == {"type": "incomplete", "reason": "max_output_tokens"}
