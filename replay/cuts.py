@@ -22,8 +22,8 @@ from replay.engine import Conversation, Snapshot
 from replay.protocol import AUDIO_DELTA_TYPES
 from replay.script import script_of
 
-_AFTER = re.compile(r"^after:(?P<type>[a-z_.]+)#(?P<n>\d+)$")
-_AT = re.compile(r"^at:(?P<s>\d+(\.\d+)?)s?$")
+CUT_AFTER = re.compile(r"^after:(?P<type>[a-z_.]+)#(?P<n>\d+)$")
+CUT_AT = re.compile(r"^at:(?P<s>\d+(\.\d+)?)s?$")
 
 
 class CutError(ValueError):
@@ -58,7 +58,7 @@ def cut_label(session: WebSocketSession, index: int) -> str:
 
 def parse_cut(spec: str, session: WebSocketSession) -> int:
     """The frame index a cut names; the barge-in happens right after that frame."""
-    if match := _AFTER.match(spec.strip()):
+    if match := CUT_AFTER.match(spec.strip()):
         wanted, n = neutral_name(match["type"]), int(match["n"])
         seen = 0
         for index, frame in enumerate(session.frames):
@@ -67,7 +67,7 @@ def parse_cut(spec: str, session: WebSocketSession) -> int:
                 if seen == n:
                     return index
         raise CutError(f"{spec}: the session has {seen} server frame(s) of type {wanted}")
-    if match := _AT.match(spec.strip()):
+    if match := CUT_AT.match(spec.strip()):
         offset = float(match["s"])
         last = None
         for index, frame in enumerate(session.frames):

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
-import itertools
 import json
-import re
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -32,6 +30,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from replay.cassette import Cassette
+from replay.cuts import CUT_AFTER, CUT_AT
 from replay.dialect import neutral_name
 from replay.engine import Conversation, Event, Received, Snapshot
 from replay.matching import DEFAULT_IGNORE, Divergence, StrictMatcher
@@ -46,8 +45,6 @@ REALTIME_PATHS = ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime")
 MAX_HEAD = 64 * 1024
 MAX_FRAME = 32 * 1024 * 1024  # the API takes 15 MiB of audio per append, ~20 MiB of base64
 EARLY_S = 0.001  # model output due within this is sent now (timers wake late; this centres the lateness)
-_AFTER = re.compile(r"^after:(?P<type>[a-z_.]+)#(?P<n>\d+)$")
-_AT = re.compile(r"^at:(?P<s>\d+(\.\d+)?)s?$")
 
 
 @dataclass
@@ -88,10 +85,10 @@ class Cut:
     step: int | None = None
 
     def __post_init__(self) -> None:
-        after, at = _AFTER.match(self.label), _AT.match(self.label)
+        after, at = CUT_AFTER.match(self.label.strip()), CUT_AT.match(self.label.strip())
         if after is None and at is None:
             raise ValueError(f"{self.label}: a cut is 'after:TYPE#N' or 'at:SECONDS'")
-        self.after_type = after["type"] if after else None
+        self.after_type = neutral_name(after["type"]) if after else None
         self.after_n = int(after["n"]) if after else 0
         self.at_s = float(at["s"]) if at else None
 
@@ -370,10 +367,10 @@ class _Connection:
         self.latency = max(0.0, options.latency_ms) / 1000
         self.players: dict[str, tuple[int, ResponsePlayer]] = {}  # response id -> (its number, its player)
         self.user = User(self.script, timeline=options.play_user, speed=options.speed) if self.script else None
-        # (due, seq, event or None for a mark, origin or the mark's text): the network pipe
-        self.outbox: list[tuple[float, int, Event | None, str]] = []
-        self.deferred: list[tuple[float, int, Callable[[], None]]] = []  # server-side work that takes time
-        self.seq = itertools.count()
+        # (due, event or None for a mark, origin or the mark's text): the network pipe. Every entry is
+        # due `latency` after it was made, so the pipe is in due order: first in, first out.
+        self.outbox: deque[tuple[float, Event | None, str]] = deque()
+        self.deferred: deque[tuple[float, Callable[[], None]]] = deque()  # server-side work that takes time
         self.counts: dict[str, int] = {}
         self.last_client_at = 0.0  # the last client frame other than an audio append
         self.last_activity = 0.0
@@ -435,7 +432,7 @@ class _Connection:
         sent = self.engine.send_server(event)
         now = self.now()
         self.last_activity = now
-        heapq.heappush(self.outbox, (now + self.latency, next(self.seq), sent, origin))
+        self.outbox.append((now + self.latency, sent, origin))
         self._after(sent)
 
     def _emit_all(self, events: list[Event], origin: str) -> None:
@@ -445,7 +442,7 @@ class _Connection:
     def _flush(self) -> None:
         now = self.now()
         while self.outbox and self.outbox[0][0] <= now:
-            _, _, event, origin = heapq.heappop(self.outbox)
+            _, event, origin = self.outbox.popleft()
             if event is None:
                 self.session.log.mark(now, origin, cut=origin.startswith("cut "))
             else:
@@ -465,7 +462,7 @@ class _Connection:
         if delay <= 0:
             action()
         else:
-            heapq.heappush(self.deferred, (self.now() + delay, next(self.seq), action))
+            self.deferred.append((self.now() + delay, action))  # one delay for all: in due order
 
     def _after(self, event: Event) -> None:
         """What an event the server made sets going: the model's output, the end of a turn, the cut."""
@@ -529,7 +526,7 @@ class _Connection:
 
     def _tick(self, now: float) -> None:
         while self.deferred and self.deferred[0][0] <= now:
-            heapq.heappop(self.deferred)[2]()
+            self.deferred.popleft()[1]()
         for response_id, (index, player) in list(self.players.items()):
             for position, step in player.due(now + EARLY_S):
                 self._emit_all(self.engine.render_step(step, response_id), "model")
@@ -584,8 +581,7 @@ class _Connection:
         session.cut_at = now
         session.engine_snapshot = self.engine.snapshot()
         # Marked in the pipe, so the log shows it right after the frame it follows, as the client saw it.
-        heapq.heappush(self.outbox, (now + self.latency, next(self.seq), None,
-                                     f"cut {cut.label}: the user starts speaking"))
+        self.outbox.append((now + self.latency, None, f"cut {cut.label}: the user starts speaking"))
         speech = self.user.interrupt(now) if self.user is not None else Speech("started", None)
         self._speak(speech, "barge-in")
 
