@@ -399,9 +399,8 @@ class Conversation(ModelOutput):
                 if modality not in ("audio", "text"):
                     raise Refusal("T13", value=modality, param=f"response.{key}[{i}]",
                                   supported=p.oxford_list(["text", "audio"]))
-        for name in ("instructions",):
-            if params.get(name) is not None:
-                _check_type(params[name], str, f"response.{name}", "a string")
+        if params.get("instructions") is not None:
+            _check_type(params["instructions"], str, "response.instructions", "a string")
 
     def _response_cancel(self, event: Event) -> list[Event]:
         wanted = event.get("response_id")
