@@ -22,6 +22,7 @@ from replay.cassette import CassetteError, load
 from replay.clients.command import CONNECT_TIMEOUT, EXIT_GRACE, TERM_GRACE, CommandClient
 from replay.corpus import resolve_cassette
 from replay.rules import RuleBook, RuleConfigError
+from replay.text import visible
 
 if TYPE_CHECKING:
     from replay.clients.base import Client
@@ -46,7 +47,7 @@ PREFLIGHT_LINES = 20  # of a program's output, when it never connected
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    err.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(visible(message))}", soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -218,8 +219,8 @@ def _shard(spec: str) -> tuple[int, int]:
 
 
 def _say(text: str) -> None:
-    """A line that holds user data (a command, a path, a case id): never markup, never broken by a newline."""
-    console.print(text, markup=False, soft_wrap=True)
+    """A line that holds user data (a command, a path, a case id): never markup, never a control character."""
+    console.print(visible(text), markup=False, soft_wrap=True)
 
 
 def _reached_exit(report: RunReport, min_coverage: float | None) -> tuple[int, str | None]:
