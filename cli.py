@@ -470,7 +470,12 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
 def record(
     output: Annotated[Path, typer.Option("-o", "--output", help="The cassette to write.")],
     upstream: Annotated[str, typer.Option(help="The real API (or any Realtime server).")] = "wss://api.openai.com",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port on 127.0.0.1; 0 picks a free one.")] = 8766,
+    host: Annotated[str, typer.Option(help="Address to listen on: this machine only, unless --allow-remote.")
+                    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks a free one.")] = 8766,
+    allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Listen beyond this machine with --host; "
+                                               "remote clients must bring their own key (yours is lent to local "
+                                               "clients only).")] = False,
     record_mode: Annotated[str, typer.Option("--record-mode", help="once (refuse an existing file), "
                                              "new_episodes (append), all (replace the interactions), rewrite "
                                              "(a fresh file), none (refuse to record).")] = "once",
@@ -479,16 +484,20 @@ def record(
                                                         "environment variable wherever it appears.")] = None,
 ) -> None:
     """Record real sessions through a local proxy; Ctrl-C writes the cassette (secrets scrubbed)."""
-    from replay.recorder import RecordingProxy, run_until_signalled
+    from replay.recorder import RecordingProxy, is_loopback, run_until_signalled
 
     if audio not in ("compact", "full"):
         fail("--audio must be 'compact' or 'full'")
     with clear_errors():
-        proxy = RecordingProxy(output, upstream=upstream, port=port, record_mode=record_mode,
-                               audio="full" if audio == "full" else "compact", scrub_env=scrub_env or ())
+        proxy = RecordingProxy(output, upstream=upstream, host=host, port=port, record_mode=record_mode,
+                               audio="full" if audio == "full" else "compact", scrub_env=scrub_env or (),
+                               allow_remote=allow_remote, on_notice=lambda line: _say(f"  {line}"))
 
     def ready(p: RecordingProxy) -> None:
-        console.print(f"[bold]rtreplay[/] recording to [cyan]{escape(str(output))}[/] through {escape(upstream)}")
+        console.print(f"[bold]rtreplay[/] recording to [cyan]{escape(visible(str(output)))}[/] through "
+                      f"{escape(visible(upstream))}")
+        if not is_loopback(p.host):
+            _say(f"  warning: listening on {p.host}, reachable from other machines; they get no key of yours")
         _say(f"  WebSocket: {p.ws_url('gpt-realtime')}")
         _say(f"  export OPENAI_BASE_URL={p.http_base_url}")
         console.print("  Ctrl-C to stop and write the cassette.")
@@ -503,9 +512,10 @@ def record(
     if result.path is None:
         fail("nothing was recorded; no file written" + (f" ({'; '.join(result.problems)})" if result.problems
                                                            else ""), code=1)
+    if result.closed_live:
+        _say(f"closed {result.closed_live} live session(s) with 1001 going away")
     state = "complete" if result.complete else "incomplete: " + "; ".join(result.problems)
-    console.print(f"wrote {result.path}: {result.sessions} session(s), {result.http} HTTP call(s), {state}",
-                  highlight=False, soft_wrap=True, markup=False)
+    _say(f"wrote {result.path}: {result.sessions} session(s), {result.http} HTTP call(s), {state}")
 
 
 @app.command("import")

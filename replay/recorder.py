@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import os
 import signal
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NoReturn
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import h11
 import httpx
@@ -48,6 +49,7 @@ from replay.cassette import Cassette, Frame, Source, WebSocketSession, compact_a
 from replay.files import write_atomic
 from replay.scrub import scrub_cassette
 from replay.server import MAX_FRAME, MAX_HEAD, wants_beta
+from replay.text import visible
 from replay.wsio import receive_frames, send_pending, serve_connection
 
 RECORD_MODES = ("once", "new_episodes", "none", "all", "rewrite")
@@ -71,6 +73,7 @@ HOP_BY_HOP_REQUEST = frozenset({"host", "connection", "keep-alive", "proxy-conne
 HOP_BY_HOP_RESPONSE = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                                  "transfer-encoding", "upgrade", "content-length", "content-encoding"})
 OTHER_VCR_PATCHERS = ("httplib", "requests", "boto3", "urllib3", "httplib2", "tornado", "aiohttp", "httpx2")
+API_PATHS = ("/v1/", "/openai/")  # what the proxy forwards: the Realtime API's paths, OpenAI's and Azure's
 
 
 class RecorderError(ValueError):
@@ -90,6 +93,7 @@ class RecordingResult:
     http: int
     complete: bool
     problems: list[str]
+    closed_live: int = 0  # sessions still open at the stop, closed with 1001 going away
 
 
 class RecordingProxy:
@@ -113,14 +117,22 @@ class RecordingProxy:
         audio: AudioMode = "compact",
         api_key: str | None = None,
         scrub_env: Sequence[str] = (),
+        allow_remote: bool = False,
+        on_notice: Callable[[str], None] | None = None,
     ) -> None:
         if record_mode not in RECORD_MODES:
             raise RecordModeError(f"unknown record mode {record_mode!r}: use one of {', '.join(RECORD_MODES)}")
         if audio not in ("compact", "full"):
             raise RecorderError(f"unknown audio mode {audio!r}: use 'compact' or 'full'")
+        if not is_loopback(host) and not allow_remote:
+            raise RecorderError(f"--host {host}: the recorder holds your API key, so it listens on this machine "
+                                "only (127.0.0.1); --allow-remote serves other machines (they must bring their "
+                                "own key: the recorder lends yours only to local clients)")
         self.output = Path(output)
-        self.upstream_ws, self.upstream_http = _upstream_bases(upstream)
+        self.upstream = Upstream.parse(upstream)
         self.host = host
+        self.allow_remote = allow_remote
+        self.on_notice = on_notice
         self.port = port
         self.record_mode = record_mode
         self.audio = audio
@@ -160,7 +172,8 @@ class RecordingProxy:
             return self._result
         if self._server is not None:
             self._server.close()
-        for relay in list(self._live):
+        live = list(self._live)
+        for relay in live:
             relay.stop()
         if self._tasks:
             await asyncio.wait(list(self._tasks), timeout=2 * CLOSE_TIMEOUT)
@@ -171,7 +184,7 @@ class RecordingProxy:
         path = self.flush()
         sessions = sum(isinstance(i, WebSocketSession) for i in self._recorded)
         self._result = RecordingResult(path, sessions, len(self._recorded) - sessions, not self._faults,
-                                       list(self.problems))
+                                       list(self.problems), len(live))
         return self._result
 
     async def __aenter__(self) -> RecordingProxy:
@@ -182,10 +195,16 @@ class RecordingProxy:
 
     @property
     def http_base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"http://{self._authority}/v1"
 
     def ws_url(self, model: str = "gpt-realtime") -> str:
-        return f"ws://{self.host}:{self.port}/v1/realtime?model={model}"
+        return f"ws://{self._authority}/v1/realtime?model={model}"
+
+    @property
+    def _authority(self) -> str:
+        """host:port for a URL: a wildcard bind is reached on loopback, an IPv6 address in brackets."""
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)  # noqa: S104
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     def _prepare_output(self) -> None:
         if self.record_mode == "none":
@@ -193,9 +212,15 @@ class RecordingProxy:
                                   "use once, new_episodes, all or rewrite")
         if self.output.is_dir():
             raise RecorderError(f"{self.output}: is a directory, not a cassette file")
+        if self.output.exists() and not self.output.is_file():
+            raise RecorderError(f"{self.output}: not a regular file, so no cassette can be saved there")
         parent = self.output.parent
-        if parent.exists() and not os.access(parent, os.W_OK):
-            raise RecorderError(f"{parent}: not writable, the cassette could not be saved there")
+        try:
+            parent.mkdir(parents=True, exist_ok=True)  # found now, not after the first session
+        except OSError as exc:
+            raise RecorderError(f"{self.output}: cannot create the directory {parent}: {exc.strerror or exc}") from None
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise RecorderError(f"{self.output}: cannot write in {parent}, the cassette could not be saved there")
         if not self.output.exists():
             return
         if self.record_mode == "once":
@@ -271,6 +296,17 @@ class RecordingProxy:
         extra = {k: v for k, v in base.items() if k not in metadata and k != "incomplete_reason"}
         return {**metadata, **extra}
 
+    def _notice(self, message: str) -> None:
+        if self.on_notice is not None:
+            self.on_notice(message)
+
+    def _refused(self, method: str, target: str, headers: Headers, peer: str) -> tuple[int, str] | None:
+        """The gate's answer for one request, said on the console when it refuses."""
+        refused = refusal(target, headers, allow_remote=self.allow_remote)
+        if refused is not None:
+            self._notice(f"refused {method} {visible(target[:200])} from {peer}: {refused[1]}")
+        return refused
+
     def _fault(self, message: str) -> None:
         """A problem that leaves the recording incomplete."""
         self._faults.append(message)
@@ -316,13 +352,19 @@ class RecordingProxy:
             send_pending(protocol, writer)  # the protocol's own 400
             return
         request = events[0]
-        uri = self.upstream_ws + request.path
-        offered = _subprotocols(request.headers)
+        peer = _peer(writer)
         self._secrets.update(_credentials(request.headers))
+        refused = self._refused("GET", request.path, request.headers, peer)
+        if refused is not None:
+            protocol.send_response(protocol.reject(refused[0], f"rtreplay record: {refused[1]}\n"))
+            send_pending(protocol, writer)
+            return
+        uri = self.upstream.url(request.path, websocket=True)
+        offered = _subprotocols(request.headers)
         try:
-            upstream = await connect(
+            upstream = await _NoRedirects(
                 uri,
-                additional_headers=self._upstream_headers(request.headers, NOT_FORWARDED_WS),
+                additional_headers=self._upstream_headers(request.headers, NOT_FORWARDED_WS, peer),
                 subprotocols=[Subprotocol(p) for p in offered] or None,
                 user_agent_header=request.headers.get("User-Agent"),
                 open_timeout=OPEN_TIMEOUT,
@@ -382,10 +424,10 @@ class RecordingProxy:
                     protocol.events_received()
                     send_pending(protocol, writer)
 
-    def _upstream_headers(self, headers: Headers, dropped: frozenset[str]) -> list[tuple[str, str]]:
-        """The client's headers, with the proxy's key only when the client brought no credential."""
+    def _upstream_headers(self, headers: Headers, dropped: frozenset[str], peer: str) -> list[tuple[str, str]]:
+        """The client's headers, with the user's key only for a client on this machine that brought none."""
         out = [(name, value) for name, value in headers.raw_items() if name.lower() not in dropped]
-        if not _credentials(headers) and self.api_key:
+        if not _credentials(headers) and self.api_key and is_loopback(peer):
             out.append(("Authorization", f"Bearer {self.api_key}"))
         return out
 
@@ -402,20 +444,23 @@ class RecordingProxy:
             _respond(conn, writer, 413, *_error(f"rtreplay record: request body over {MAX_FRAME} bytes"))
             return
         target = request.target.decode("latin-1")
-        if not urlsplit(target).path.startswith(("/v1/", "/openai/")):
-            _respond(conn, writer, 404, *_error(f"rtreplay record forwards /v1/... and /openai/..., not {target}"))
-            return
+        method = request.method.decode("latin-1")
         headers = Headers([(k.decode("latin-1"), v.decode("latin-1")) for k, v in request.headers])
-        status, reply_headers, payload = await self._forward(request.method.decode("ascii"), target, headers, body)
+        peer = _peer(writer)
+        self._secrets.update(_credentials(headers))
+        refused = self._refused(method, target, headers, peer)
+        if refused is not None:
+            _respond(conn, writer, refused[0], *_error(f"rtreplay record: {refused[1]}"))
+            return
+        status, reply_headers, payload = await self._forward(method, target, headers, body, peer)
         _respond(conn, writer, status, reply_headers, payload)
         with contextlib.suppress(ConnectionError):
             await writer.drain()
 
     async def _forward(self, method: str, target: str, headers: Headers,
-                       body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+                       body: bytes, peer: str) -> tuple[int, list[tuple[str, str]], bytes]:
         """Send the request upstream under vcrpy and keep vcrpy's interaction for the cassette."""
-        url = self.upstream_http + target
-        self._secrets.update(_credentials(headers))
+        url = self.upstream.url(target, websocket=False)
         expected = str(httpx.URL(url))
         keeper = _VcrYaml()
         recorder = vcr.VCR(
@@ -429,9 +474,10 @@ class RecordingProxy:
         try:
             async with self._http_lock:
                 with recorder.use_cassette("rtreplay-http"):
-                    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT) as client:
+                    # A redirect is the client's to follow: it would carry the key to wherever it points.
+                    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as client:
                         response = await client.request(method, url, headers=self._upstream_headers(
-                            headers, HOP_BY_HOP_REQUEST), content=body or None)
+                            headers, HOP_BY_HOP_REQUEST, peer), content=body or None)
         except httpx.HTTPError as exc:
             self._fault(f"HTTP {method} {url}: upstream unreachable: {_why(exc)}")
             return 502, *_error(f"rtreplay record: upstream unreachable: {_why(exc)}")
@@ -597,10 +643,10 @@ class _Relay:
 
 async def run_until_signalled(proxy: RecordingProxy,
                               on_ready: Callable[[RecordingProxy], None] | None = None) -> RecordingResult:
-    """Record until SIGINT or SIGTERM, then write the cassette (sessions still open are marked incomplete)."""
+    """Record until SIGINT, SIGTERM or SIGHUP, then write the cassette (sessions still open are marked incomplete)."""
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-    signals = (signal.SIGINT, signal.SIGTERM)
+    signals = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     for sig in signals:
         loop.add_signal_handler(sig, stop.set)
     try:
@@ -636,15 +682,130 @@ class _BodyTooLarge(Exception):
     pass
 
 
-def _upstream_bases(upstream: str) -> tuple[str, str]:
-    """``wss://host`` → (``wss://host``, ``https://host``); http(s) URLs are accepted too."""
-    parts = urlsplit(upstream)
-    schemes = {"ws": ("ws", "http"), "http": ("ws", "http"), "wss": ("wss", "https"), "https": ("wss", "https")}
-    if parts.scheme not in schemes or not parts.netloc or parts.query or parts.fragment:
-        raise RecorderError(f"upstream {upstream!r}: expected a URL like wss://api.openai.com or ws://127.0.0.1:8765")
-    ws, http = schemes[parts.scheme]
-    rest = parts.netloc + parts.path.rstrip("/")
-    return f"{ws}://{rest}", f"{http}://{rest}"
+@dataclass(frozen=True)
+class Upstream:
+    """The one place the proxy sends anything, the user's key included; every URL it builds is checked to be here."""
+
+    secure: bool
+    netloc: str  # host[:port], as the user wrote it (no user info)
+    hostname: str
+    port: int | None
+    base_path: str  # a prefix before the client's path (a gateway's), usually empty
+
+    @classmethod
+    def parse(cls, upstream: str) -> Upstream:
+        """``wss://api.openai.com`` (also ws, http, https); cleartext only to this machine, where no key is exposed."""
+        example = "expected a URL like wss://api.openai.com or ws://127.0.0.1:8765"
+        try:
+            parts = urlsplit(upstream)
+            port = parts.port
+        except ValueError:
+            raise RecorderError(f"upstream {upstream!r}: {example}") from None
+        if (parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname or parts.query
+                or parts.fragment or "@" in parts.netloc):
+            raise RecorderError(f"upstream {upstream!r}: {example}")
+        secure = parts.scheme in ("wss", "https")
+        if not secure and not is_loopback(parts.hostname):
+            raise RecorderError(f"upstream {upstream!r}: the key would cross the network in clear text; "
+                                f"use wss:// (ws:// is for a server on this machine)")
+        return cls(secure, parts.netloc, parts.hostname, port, parts.path.rstrip("/"))
+
+    def url(self, target: str, *, websocket: bool) -> str:
+        """The upstream URL for a request target the gate admitted: host and port from here, never from the client."""
+        parts = _api_target(target)
+        if parts is None:
+            raise RecorderError(f"not an API path: {visible(target)}")
+        scheme = ("wss" if self.secure else "ws") if websocket else ("https" if self.secure else "http")
+        url = urlunsplit((scheme, self.netloc, self.base_path + parts.path, parts.query, ""))
+        built = urlsplit(url)
+        if built.hostname != self.hostname or built.port != self.port or "@" in built.netloc:
+            raise RecorderError(f"refusing to build an upstream URL off {self.netloc}: {visible(url)}")
+        return url
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost``, ``127.0.0.0/8`` or ``::1``: addresses no other machine can reach."""
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _api_target(target: str) -> SplitResult | None:
+    """An origin-form target on the API (``/v1/realtime?model=...``), or None.
+
+    The target is what a client sends after the method; it must never name a host: no absolute or
+    authority form (``@host/...``, ``//host/...``, ``http://host/...``), no dot segments, no backslash.
+    """
+    if not target.startswith("/") or target.startswith("//") or "\\" in target or "#" in target:
+        return None
+    if any(not 0x21 <= ord(c) <= 0x7E for c in target):
+        return None
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith(API_PATHS):
+        return None
+    if any(segment in (".", "..") for segment in unquote(parts.path).split("/")):
+        return None
+    return parts
+
+
+def _host_name(value: str) -> str | None:
+    """The host of a ``Host`` header or an origin's authority, without the port."""
+    try:
+        return urlsplit(f"//{value}").hostname
+    except ValueError:
+        return None
+
+
+def refusal(target: str, headers: Headers, *, allow_remote: bool = False) -> tuple[int, str] | None:
+    """Why the proxy refuses a request, as (status, message), or None to forward it.
+
+    Pure policy, the recorder's gate. A web page's script can reach a port on 127.0.0.1 (its
+    WebSocket sends ``Origin``; a DNS-rebound page sends its own name as ``Host``), so a request
+    from any origin but this machine's, or naming a host that is not this machine, is refused
+    before anything leaves, and a target that is not an API path never becomes a URL.
+    """
+    if _api_target(target) is None:
+        return 404, f"rtreplay record forwards the API's paths ({', '.join(p + '...' for p in API_PATHS)}) only"
+    hosts = headers.get_all("Host")
+    host = _host_name(hosts[0]) if len(hosts) == 1 else None
+    if host is None:
+        return 400, "a request needs exactly one Host header"
+    if not is_loopback(host) and not (allow_remote and _is_ip(host)):
+        return 403, f"Host {visible(hosts[0])!r} is not this machine (a DNS-rebound page?)"
+    origins = headers.get_all("Origin")
+    if len(origins) > 1:
+        return 403, "more than one Origin header"
+    if origins:
+        parts = urlsplit(origins[0]) if origins[0] != "null" else None
+        origin_host = _host_name(parts.netloc) if parts is not None and parts.scheme in ("http", "https") else None
+        if origin_host is None or not is_loopback(origin_host):
+            return 403, f"Origin {visible(origins[0])!r} is not this machine: a web page may not use the recorder"
+    return None
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+class _NoRedirects(connect):
+    """websockets follows redirects with the same headers, the key among them, to any host: never here."""
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        return exc
+
+
+def _peer(writer: asyncio.StreamWriter) -> str:
+    """The client's address; a Unix socket or an unknown peer is not taken for this machine."""
+    peername = writer.get_extra_info("peername")
+    return str(peername[0]) if isinstance(peername, tuple) and peername else "unknown"
 
 
 def _subprotocols(headers: Headers) -> list[str]:
