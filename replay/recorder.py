@@ -4,8 +4,9 @@ A client talks to the proxy as if it were the Realtime API; the proxy forwards e
 real upstream unchanged and keeps what passed as a cassette. Towards the client it is websockets'
 sans-I/O server (as in `replay.server`), so the proxy itself chooses the subprotocol the upstream
 chose and forwards close codes and reasons verbatim; towards the upstream it is websockets' asyncio
-client. Plain HTTP (ephemeral keys, WebRTC calls) is forwarded with httpx under vcrpy, so those
-interactions are vcrpy's own, merged into the same file.
+client. Plain HTTP (ephemeral keys, WebRTC calls) is forwarded with httpx and kept as vcrpy
+interactions (vcrpy's cassette format, which vcrpy loads), merged into the same file; nothing is
+patched process-wide, so concurrent calls never wait on each other.
 
 Every write is scrubbed (`replay.scrub`) and atomic (`write_atomic`): a kill at any moment leaves
 the previous file or a complete new one, never half of either.
@@ -24,15 +25,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal
 from urllib.parse import SplitResult, unquote, urlsplit, urlunsplit
 
 import h11
 import httpx
-import vcr
-from vcr.persisters.filesystem import CassetteNotFoundError
-from vcr.serialize import serialize as vcr_serialize
-from vcr.serializers import yamlserializer
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed, InvalidStatus, WebSocketException
@@ -72,7 +69,6 @@ HOP_BY_HOP_REQUEST = frozenset({"host", "connection", "keep-alive", "proxy-conne
                                 "transfer-encoding", "upgrade", "content-length", "accept-encoding"})
 HOP_BY_HOP_RESPONSE = frozenset({"connection", "keep-alive", "proxy-connection", "te", "trailer",
                                  "transfer-encoding", "upgrade", "content-length", "content-encoding"})
-OTHER_VCR_PATCHERS = ("httplib", "requests", "boto3", "urllib3", "httplib2", "tornado", "aiohttp", "httpx2")
 API_PATHS = ("/v1/", "/openai/")  # what the proxy forwards: the Realtime API's paths, OpenAI's and Azure's
 
 
@@ -146,7 +142,6 @@ class RecordingProxy:
         self._secrets: set[str] = set()  # credentials seen in flight, scrubbed wherever they appear
         self._live: set[_Relay] = set()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._http_lock = asyncio.Lock()  # vcrpy patches httpx process-wide: one recorded call at a time
         self._server: asyncio.Server | None = None
         self._write_guard = threading.Lock()
         self._generation = 0  # snapshots taken
@@ -459,33 +454,18 @@ class RecordingProxy:
 
     async def _forward(self, method: str, target: str, headers: Headers,
                        body: bytes, peer: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Send the request upstream under vcrpy and keep vcrpy's interaction for the cassette."""
+        """Send the request upstream and keep it, as sent, with its answer, as a vcrpy interaction."""
         url = self.upstream.url(target, websocket=False)
-        expected = str(httpx.URL(url))
-        keeper = _VcrYaml()
-        recorder = vcr.VCR(
-            record_mode="all",  # the in-memory cassette starts empty; every call goes upstream
-            decode_compressed_response=True,
-            skip_patchers=OTHER_VCR_PATCHERS,
-            # vcrpy patches httpx for the whole process: keep only this call
-            before_record_request=lambda r: r if r.method == method and r.uri == expected else None,
-        )
-        recorder.register_persister(keeper)
         try:
-            async with self._http_lock:
-                with recorder.use_cassette("rtreplay-http"):
-                    # A redirect is the client's to follow: it would carry the key to wherever it points.
-                    async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as client:
-                        response = await client.request(method, url, headers=self._upstream_headers(
-                            headers, HOP_BY_HOP_REQUEST, peer), content=body or None)
+            # A redirect is the client's to follow: it would carry the key to wherever it points.
+            async with httpx.AsyncClient(timeout=HTTP_TIMEOUT, follow_redirects=False) as client:
+                response = await client.request(method, url, headers=self._upstream_headers(
+                    headers, HOP_BY_HOP_REQUEST, peer), content=body or None)
         except httpx.HTTPError as exc:
             self._fault(f"HTTP {method} {url}: upstream unreachable: {_why(exc)}")
             return 502, *_error(f"rtreplay record: upstream unreachable: {_why(exc)}")
-        if keeper.interactions:
-            self._recorded.extend(keeper.interactions)
-            await self._flush_between_sessions()
-        else:
-            self.problems.append(f"HTTP {method} {url}: vcrpy recorded nothing, so it is not in the cassette")
+        self._recorded.append(vcr_interaction(response))
+        await self._flush_between_sessions()
         reply_headers = [(k, v) for k, v in response.headers.multi_items() if k.lower() not in HOP_BY_HOP_RESPONSE]
         return response.status_code, reply_headers, response.content
 
@@ -664,18 +644,39 @@ async def run_until_signalled(proxy: RecordingProxy,
 # ---------------------------------------------------------------------------- helpers
 
 
-class _VcrYaml:
-    """A vcrpy persister that keeps vcrpy's YAML in memory: no temporary file ever holds a live key."""
+def vcr_interaction(response: httpx.Response) -> dict[str, Any]:
+    """One HTTP exchange in vcrpy's cassette format (what vcrpy writes with ``decode_compressed_response``).
 
-    def __init__(self) -> None:
-        self.interactions: list[dict[str, Any]] = []
+    The body is as the client reads it: httpx has decoded any content encoding, so the header that
+    announced one goes, and the length is the decoded one.
+    """
+    request = response.request
+    content = response.content
+    reply = {name: values for name, values in _multi(response.headers).items()
+             if name.lower() not in ("content-encoding", "content-length")}
+    if "content-encoding" in response.headers or "content-length" in response.headers:
+        reply["content-length"] = [str(len(content))]
+    return {
+        "request": {"method": request.method, "uri": str(request.url), "body": _vcr_body(request.content) or None,
+                    "headers": _multi(request.headers)},
+        "response": {"status": {"code": response.status_code, "message": response.reason_phrase},
+                     "headers": reply, "body": {"string": _vcr_body(content)}},
+    }
 
-    def load_cassette(self, cassette_path: str, serializer: Any) -> NoReturn:
-        raise CassetteNotFoundError()
 
-    def save_cassette(self, cassette_path: str, cassette_dict: dict[str, Any], serializer: Any) -> None:
-        data = yamlserializer.deserialize(vcr_serialize(cassette_dict, serializer))
-        self.interactions.extend(data.get("interactions") or [])
+def _multi(headers: httpx.Headers) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for name, value in headers.multi_items():
+        out.setdefault(name, []).append(value)
+    return out
+
+
+def _vcr_body(data: bytes) -> str | bytes:
+    """Text as text, anything else as bytes (YAML ``!!binary``), as vcrpy keeps bodies."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data
 
 
 class _BodyTooLarge(Exception):
