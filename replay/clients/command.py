@@ -124,6 +124,11 @@ class CommandClient:
         finally:
             _signal(process, signal.SIGKILL)
             group_ended(process.pid)
+            # Pipes a process outside the group still holds are closed now, while the loop runs: left to
+            # the garbage collector, they would be closed after the loop, with an "Event loop is closed".
+            transport = getattr(process, "_transport", None)
+            if transport is not None:
+                transport.close()
 
     async def _watch(self, process: asyncio.subprocess.Process, stop: asyncio.Event) -> ClientOutcome:
         assert process.stdout is not None and process.stderr is not None
@@ -178,11 +183,11 @@ class CommandClient:
         if not exited.done():
             await asyncio.wait({exited}, timeout=self.term_grace)
         _signal(process, signal.SIGKILL)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(process.wait(), DRAIN_TIMEOUT)
+        await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)  # the pipes' end: all the group is gone
         for pump in pumps:
             pump.cancel()
-        await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), DRAIN_TIMEOUT)
 
 
 async def _pump(stream: asyncio.StreamReader, own: OutputTail, both: OutputTail) -> None:
