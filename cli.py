@@ -24,7 +24,7 @@ from replay.cassette import CassetteError, load
 from replay.clients.command import CONNECT_TIMEOUT, EXIT_GRACE, TERM_GRACE, CommandClient
 from replay.corpus import resolve_cassette
 from replay.rules import RuleBook, RuleConfigError
-from replay.text import visible
+from replay.text import shown, visible
 
 if TYPE_CHECKING:
     from replay.clients.base import Client
@@ -595,7 +595,7 @@ def _preflight(command: CommandClient, case: Case, cassettes: CassetteCache, sto
     try:
         _in_loop(stop, main)
     except PreflightFailed as exc:
-        err.print(f"[bold red]error:[/] {escape(visible(f'--cmd {command.command!r}: {exc.message}'))}",
+        err.print(f"[bold red]error:[/] {escape(shown(f'--cmd {command.command!r}: {exc.message}'))}",
                   soft_wrap=True)
         tail = visible(exc.output.rstrip(), keep_newlines=True).splitlines()[-PREFLIGHT_LINES:]
         if tail:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import html
+import itertools
 import json
 import re
 import textwrap
@@ -45,6 +46,7 @@ _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 REASON_LIMIT = 4 * CLIENT_TEXT_LIMIT  # a reason quotes a few client strings, each already cut to the limit
 KEPT_LINES = 50  # divergences and notes kept per case
+TIMELINE_ROWS = 2000  # of a case's wire log in the HTML page (a client sending 100 000 frames makes no 100 MB page)
 UNWRITABLE = "backslashreplace"  # a lone surrogate in a report: its escape, never a failed write
 UNFINISHED = "UNFINISHED"  # a case the interrupted run did not finish (not a verdict: it has none)
 
@@ -541,8 +543,12 @@ def _case_section(result: CaseResult) -> str:
         dropped = f"({outcome.output_dropped} earlier characters not kept)\n" if outcome.output_dropped else ""
         facts.append(("client output", f"<pre>{_esc(dropped + outcome.output)}</pre>"))
     facts.append(("duration", _esc(f"{result.duration:.2f} s")))
+    timeline = list(itertools.islice(_timeline(result.log), TIMELINE_ROWS + 1))
     rows = "\n".join(f'<tr class="{_esc(r.classes)}"><td class="t">{r.t}</td><td class="dir">{r.direction}</td>'
-                     f"<td>{r.kind}</td><td>{r.fields}</td></tr>" for r in _timeline(result.log))
+                     f"<td>{r.kind}</td><td>{r.fields}</td></tr>" for r in timeline[:TIMELINE_ROWS])
+    if len(timeline) > TIMELINE_ROWS:
+        rows += (f'\n<tr class="mark"><td></td><td>·</td><td>…</td><td>only the first {TIMELINE_ROWS} rows are '
+                 "shown: --logs DIR keeps the whole wire log</td></tr>")
     return (f'<details id="case-{_esc(case.id)}"><summary>{_badge(verdict.verdict)}{_esc(case.id)} — '
             f"{_esc(case.title)}</summary>\n<dl>"
             + "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)

@@ -56,10 +56,10 @@ def _pids(state: Path) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def _start_check(tmp_path: Path, *, ignore_term: bool = False) -> subprocess.Popen[str]:
+def _start_check(tmp_path: Path, *, ignore_term: bool = False, hang: str = HANGING_CASE) -> subprocess.Popen[str]:
     client = tmp_path / "client.py"
     client.write_text(CLIENT)
-    env = {**os.environ, "HOSTILE_DIR": str(tmp_path), "HANG": HANGING_CASE, "NAIVE": str(NAIVE),
+    env = {**os.environ, "HOSTILE_DIR": str(tmp_path), "HANG": hang, "NAIVE": str(NAIVE),
            "PYTHONPATH": str(ROOT)}
     if ignore_term:
         env["IGNORE_TERM"] = "1"
@@ -135,3 +135,18 @@ def test_a_second_signal_while_stopping_ends_it_at_once_without_orphans(tmp_path
     assert left == [], f"still running after check ended: {left}\n{err}"
     assert returncode == 130, (out, err)  # the second signal's: a clean stop of the first would be 143
     assert "SIGINT while stopping: stopped at once" in err and "Traceback" not in err, err
+
+
+def test_a_signal_during_the_preflight_ends_the_program_and_reports_every_case_unfinished(tmp_path: Path) -> None:
+    check = _start_check(tmp_path, hang="RT-INT-1")  # the preflight starts the first case's program: it never connects
+    _wait_hanging(tmp_path, check)
+    check.send_signal(signal.SIGTERM)
+    returncode, out, err, left = _finish(tmp_path, check)
+
+    assert left == [], f"still running after check ended: {left}\n{err}"
+    assert returncode == 143 and "Traceback" not in err, (out, err)
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["interrupted"] is True and report["cases"] == []
+    assert [c["id"] for c in report["unfinished"]] == ["RT-INT-1", "RT-INT-2", "RT-INT-3"]
+    suite = ET.parse(tmp_path / "r.xml").getroot().find("testsuite")
+    assert suite is not None and suite.get("errors") == "3"
