@@ -8,10 +8,8 @@ import errno
 import os
 import re
 import signal
-import sys
-import tempfile
 from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
@@ -24,7 +22,7 @@ from replay.cassette import CassetteError, load
 from replay.clients.command import CONNECT_TIMEOUT, EXIT_GRACE, TERM_GRACE, CommandClient
 from replay.corpus import resolve_cassette
 from replay.rules import RuleBook, RuleConfigError
-from replay.text import shown, visible
+from replay.text import visible
 
 if TYPE_CHECKING:
     from replay.clients.base import Client
@@ -46,7 +44,6 @@ WINDOW_S = 5.0
 CASE_TIMEOUT_S = 30.0
 STALL_S = 3.0
 PREFLIGHT_LINES = 20  # of a program's output, when it never connected
-_T = TypeVar("_T")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -184,6 +181,9 @@ def _writable(option: str, path: Path, *, directory: bool = False) -> None:
     that do not exist yet are made for the try and removed again (the write makes them), so a run that
     is refused leaves nothing behind. Errors name the user's path, never the probe.
     """
+    import tempfile
+    from contextlib import suppress
+
     where = f"{option} {path}"
     if directory:
         if path.exists() and not path.is_dir():
@@ -431,6 +431,7 @@ def check(
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_T = TypeVar("_T")
 
 
 class _Interrupted(BaseException):
@@ -471,6 +472,9 @@ class _Stop:
         self.signum = signum
 
     def at_once(self, signum: int) -> NoReturn:
+        import sys
+        from contextlib import suppress
+
         from replay.clients._support import kill_started_groups
 
         kill_started_groups()
@@ -580,7 +584,10 @@ def _preflight(command: CommandClient, case: Case, cassettes: CassetteCache, sto
     """The program connects at all, or one error with its output, before any case runs.
 
     A stop signal meanwhile ends the program; `check` then reports every case unfinished."""
+    from contextlib import suppress
+
     from replay.preflight import PreflightFailed, preflight
+    from replay.text import shown
 
     async def main(interrupt: asyncio.Event) -> None:
         trial = asyncio.create_task(preflight(command, case, cassettes.get(case.cassette)))
