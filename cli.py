@@ -449,8 +449,12 @@ class _Stop:
     """
 
     def __init__(self) -> None:
+        from replay.clients._support import kill_started_groups
+
         self.signum: int | None = None
         self.preparing = False
+        self.installed = False  # the handlers are ours (not in a thread other than the main one)
+        self.kill_started_groups = kill_started_groups  # imported now: never in a signal handler
 
     @property
     def name(self) -> str:
@@ -472,26 +476,24 @@ class _Stop:
         self.signum = signum
 
     def at_once(self, signum: int) -> NoReturn:
-        import sys
-        from contextlib import suppress
-
-        from replay.clients._support import kill_started_groups
-
-        kill_started_groups()
-        name = signal.Signals(signum).name
-        with suppress(OSError):
-            sys.stderr.flush()
-            os.write(2, f"error: {name} while stopping: stopped at once, the programs it started killed, no "
-                        "report written\n".encode())
-        os._exit(128 + signum)
+        self.kill_started_groups()
+        message = f"error: {signal.Signals(signum).name} while stopping: stopped at once, the programs it " \
+            "started killed, no report written\n"
+        try:
+            os.write(2, message.encode())
+        finally:
+            os._exit(128 + signum)
 
 
 @contextmanager
 def _stop_signals() -> Iterator[_Stop]:
     """`_Stop`'s handlers for the length of a `check`; the ones before are put back after it."""
+    import threading
+
     stop = _Stop()
-    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS}
-    for sig in STOP_SIGNALS:
+    stop.installed = threading.current_thread() is threading.main_thread()  # only it can take signals
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if stop.installed else {}
+    for sig in saved:
         signal.signal(sig, stop.handle)
     try:
         yield stop
@@ -515,6 +517,8 @@ def _in_loop(stop: _Stop, main: Callable[[asyncio.Event], Awaitable[_T]]) -> _T:
             stop.note(signum)
             interrupt.set()
 
+        if not stop.installed:
+            return await main(interrupt)
         for sig in STOP_SIGNALS:
             loop.add_signal_handler(sig, on_signal, sig)
         if stop.signum is not None:  # came while the loop started
