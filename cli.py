@@ -318,7 +318,10 @@ def check(
                                         "summary.")] = False,
     list_only: Annotated[bool, typer.Option("--list", help="List the cases and exit.")] = False,
 ) -> None:
-    """Barge in at every point of the recorded responses and judge what the client sends."""
+    """Barge in at every point of the recorded responses and judge what the client sends.
+
+    Ctrl-C, SIGTERM, SIGHUP: its programs end, the finished cases are reported as interrupted, exit 128+N.
+    """
     from replay import reports
     from replay.clients.base import dialects_of
     from replay.corpus import conformance_corpus
