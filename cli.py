@@ -207,7 +207,7 @@ def _writable(option: str, path: Path, *, directory: bool = False) -> None:
         for step in missing:
             step.mkdir()
             created.append(step)
-        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=folder)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)  # swept if left
         os.close(fd)
         os.unlink(probe)
     except OSError as exc:
