@@ -33,12 +33,16 @@ def read_text(path: Path, kind: str, error: type[ValueError], *, encoding: str =
         raise error(f"{path}: is a directory, not a {noun}") from None
     except OSError as exc:
         raise error(f"{path}: cannot read: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "rb") as fh:
+    try:
         mode = os.fstat(fd).st_mode
+    except OSError:
+        mode = 0
+    if not stat.S_ISREG(mode):
+        os.close(fd)
         if stat.S_ISDIR(mode):
             raise error(f"{path}: is a directory, not a {noun}")
-        if not stat.S_ISREG(mode):
-            raise error(f"{path}: not a regular file (a device, a FIFO or a socket); a {noun} is a file")
+        raise error(f"{path}: not a regular file (a device, a FIFO or a socket); a {noun} is a file")
+    with os.fdopen(fd, "rb") as fh:
         try:
             data = fh.read(limit + 1)
         except OSError as exc:
