@@ -8,10 +8,10 @@ import errno
 import os
 import re
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -175,20 +175,48 @@ def _report_path(path: Path, tags: list[str]) -> Path:
 
 
 def _writable(option: str, path: Path, *, directory: bool = False) -> None:
-    """Fail before the run, not after it, when a report could not be written where asked."""
-    if directory and path.exists() and not path.is_dir():
-        raise ValueError(f"{option} {path}: exists and is not a directory")
-    if not directory and path.is_dir():
-        raise ValueError(f"{option} {path}: is a directory; give a file name")
-    parent = path if directory and path.is_dir() else path.parent
-    if parent.exists() and not parent.is_dir():
-        raise ValueError(f"{option} {path}: {parent} is not a directory")
+    """Fail before the run, not after it, when a report could not be written where asked.
+
+    Tried as the write will do it: a temp file made in the directory and removed at once. Directories
+    that do not exist yet are made for the try and removed again (the write makes them), so a run that
+    is refused leaves nothing behind. Errors name the user's path, never the probe.
+    """
+    import tempfile
+    from contextlib import suppress
+
+    where = f"{option} {path}"
+    if directory:
+        if path.exists() and not path.is_dir():
+            raise ValueError(f"{where}: exists and is not a directory")
+        folder = path
+    else:
+        if path.is_dir():
+            raise ValueError(f"{where}: is a directory; give a file name")
+        if path.exists() and not path.is_file():
+            raise ValueError(f"{where}: exists and is not a regular file (a device, a FIFO?); a report is "
+                             "written as a file of its own")
+        folder = path.parent
+    chain = [folder, *folder.parents]
+    first = next((i for i, p in enumerate(chain) if p.exists() or p.is_symlink()), len(chain))
+    if first < len(chain) and not chain[first].is_dir():
+        making = f"cannot create the directory {chain[first - 1]}: " if first else ""
+        raise ValueError(f"{where}: {making}{chain[first]} is not a directory")
+    missing, created = list(reversed(chain[:first])), []
+    step = folder
     try:
-        parent.mkdir(parents=True, exist_ok=True)  # reports/ of a fresh checkout, as a write would
+        for step in missing:
+            step.mkdir()
+            created.append(step)
+        fd, probe = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)  # swept if left
+        os.close(fd)
+        os.unlink(probe)
     except OSError as exc:
-        raise ValueError(f"{option} {path}: cannot create the directory {parent}: {exc.strerror or exc}") from None
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {path}: cannot write in {parent}")
+        cannot = f"cannot create the directory {step}" if len(created) < len(missing) else f"cannot write in {folder}"
+        raise ValueError(f"{where}: {cannot}: {exc.strerror or exc}") from None
+    finally:
+        for made in reversed(created):
+            with suppress(OSError):
+                made.rmdir()
 
 
 def _latencies(spec: str | None) -> list[float]:
@@ -290,104 +318,256 @@ def check(
                                         "summary.")] = False,
     list_only: Annotated[bool, typer.Option("--list", help="List the cases and exit.")] = False,
 ) -> None:
-    """Barge in at every point of the recorded responses and judge what the client sends."""
+    """Barge in at every point of the recorded responses and judge what the client sends.
+
+    Ctrl-C, SIGTERM, SIGHUP: its programs end, the finished cases are reported as interrupted, exit 128+N.
+    """
     from replay import reports
     from replay.clients.base import dialects_of
     from replay.corpus import conformance_corpus
     from replay.cuts import CutError, build_cases, select
     from replay.cuts import shard as shard_of
-    from replay.runner import CassetteCache, RunOptions
+    from replay.runner import CassetteCache, RunOptions, not_started
 
-    with clear_errors():
-        if cmd is not None and not cmd.strip():
-            raise ValueError("--cmd is empty: name the program to check, e.g. --cmd 'python my_agent.py'")
-        if concurrency is None:
-            concurrency = 2 * (os.cpu_count() or 2) if cmd is not None else 16
-        if speed < 0 or concurrency < 1 or tolerance_ms < 0 or window_ms < 1:
-            raise ValueError("--speed, --tolerance-ms must be >= 0; --concurrency, --window-ms >= 1")
-        if min_coverage is not None and not 0 <= min_coverage <= 100:
-            raise ValueError(f"--min-coverage {min_coverage:g}: a percentage, from 0 to 100")
-        latencies = _latencies(latency)
-        shard_spec = _shard(shard) if shard is not None else None
-        if node_modules is not None:
-            if not node_modules.is_dir():
-                raise ValueError(f"--node-modules {node_modules}: not an existing directory")
-            os.environ["RTREPLAY_NODE_MODULES"] = str(node_modules.resolve())
-        for option, path in (("--json", json_out), ("--junit-xml", junit), ("--html", html),
-                             ("--write-baseline", write_baseline)):
-            if path is not None:
-                _writable(option, path)
-        if logs is not None:
-            _writable("--logs", logs, directory=True)
-        loaded = [(path, load(path)) for path in map(resolve_cassette, cassette)] if cassette else conformance_corpus()
+    with _stop_signals() as stop:
+        stop.preparing = True  # nothing runs yet: a signal ends check where it is
         try:
-            cases = select(build_cases(loaded, all_cuts=all_cuts, cuts=cut or ()), case or ())
-        except CutError as exc:
-            fail(str(exc))
-        if not cases:
-            fail(f"no case matches {' '.join(case or [])!r}" if case else "the cassettes hold no response to cut")
-        if shard_spec is not None:
-            selected = len(cases)
-            cases = shard_of(cases, *shard_spec)
-            if not cases:
-                fail(f"--shard {shard}: this shard of the {selected} selected case(s) is empty")
-        known = reports.load_baseline(baseline) if baseline else None
-    if list_only:
-        for c in cases:
-            typer.echo(f"{c.id:<12} {c.cassette_name:<30} {c.cut:<40} {c.title}")
-        return
-    demo = not client and not cmd
-    command = CommandClient(cmd) if cmd else None
-    clients = ([command] if command else []) + _clients(["reference-naive", "reference-fixed"] if demo
-                                                        else client or [])
-    plan = []
-    for checked in clients:
-        spoken = dialects_of(checked)
-        own = [c for c in cases if c.dialect in spoken]
-        if not own:
-            fail(f"nothing to run for {checked.name}: it speaks {'/'.join(spoken)} only, and the {len(cases)} "
-                 "selected case(s) were recorded in another protocol generation")
-        if len(own) < len(cases) and not quiet:
-            _say(f"{checked.name} speaks {'/'.join(spoken)} only: {len(cases) - len(own)} case(s) recorded in "
-                 "another protocol generation are not run for it.")
-        plan.append((checked, own))
-    if demo and not quiet:
-        console.print("No client named: checking the two reference clients. reference-naive has the pre-fix "
-                      "logic (it should FAIL before the first audio delta); reference-fixed has livekit/agents "
-                      "PR #6249 (it should pass). The exit code is reference-fixed's. Pass --client or --cmd to "
-                      "check yours.\n")
-    cassettes = CassetteCache(loaded)  # parsed once above, to build the cases
-    if command is not None:
-        _preflight(command, plan[0][1][0], cassettes)
-    exit_code = 0
-    for checked, own in plan:
-        for delay in latencies:
-            note = f"latency {delay:g} ms" if len(latencies) > 1 or delay else None
-            options = RunOptions(speed=speed, concurrency=concurrency, tolerance_ms=tolerance_ms,
-                                 quiet=window_ms / 1000, latency_ms=delay)
-            report = _run_with_progress(checked, own, options, cassettes)
-            console.print(reports.ConsoleReport(report, quiet=quiet, note=note))
-            _say(reports.summary_line(report, note=note))
-            tags = ([checked.name] if len(plan) > 1 else []) + ([f"latency-{delay:g}ms"] if len(latencies) > 1 else [])
-            _write_reports(report, tags, {"latency_ms": delay}, json_out=json_out, junit=junit, html=html,
-                           logs=logs, write_baseline=write_baseline, strict=strict)
-            gate = reports.gate(report, strict=strict, baseline=known)
-            reached_code, problem = _reached_exit(report, min_coverage)
-            if problem is None or gate.exit_code:  # a PASS over cases nobody reached would mislead
-                _say(gate.message)
-            if problem:
-                err.print(f"[bold red]error:[/] {escape(problem)}" if reached_code == 2 else escape(problem),
-                          soft_wrap=True)
-            if not demo or checked.name == "reference-fixed":
-                exit_code = max(exit_code, gate.exit_code, reached_code)
+            with clear_errors():
+                if cmd is not None and not cmd.strip():
+                    raise ValueError("--cmd is empty: name the program to check, e.g. --cmd 'python my_agent.py'")
+                if concurrency is None:
+                    concurrency = 2 * (os.cpu_count() or 2) if cmd is not None else 16
+                if speed < 0 or concurrency < 1 or tolerance_ms < 0 or window_ms < 1:
+                    raise ValueError("--speed, --tolerance-ms must be >= 0; --concurrency, --window-ms >= 1")
+                if min_coverage is not None and not 0 <= min_coverage <= 100:
+                    raise ValueError(f"--min-coverage {min_coverage:g}: a percentage, from 0 to 100")
+                latencies = _latencies(latency)
+                shard_spec = _shard(shard) if shard is not None else None
+                if node_modules is not None:
+                    if not node_modules.is_dir():
+                        raise ValueError(f"--node-modules {node_modules}: not an existing directory")
+                    os.environ["RTREPLAY_NODE_MODULES"] = str(node_modules.resolve())
+                _outputs_writable({"--json": json_out, "--junit-xml": junit, "--html": html,
+                                   "--write-baseline": write_baseline}, logs)
+                loaded = [(path, load(path)) for path in map(resolve_cassette, cassette)] if cassette \
+                    else conformance_corpus()
+                try:
+                    cases = select(build_cases(loaded, all_cuts=all_cuts, cuts=cut or ()), case or ())
+                except CutError as exc:
+                    fail(str(exc))
+                if not cases:
+                    fail(f"no case matches {' '.join(case or [])!r}" if case else
+                         "the cassettes hold no response to cut")
+                if shard_spec is not None:
+                    selected = len(cases)
+                    cases = shard_of(cases, *shard_spec)
+                    if not cases:
+                        fail(f"--shard {shard}: this shard of the {selected} selected case(s) is empty")
+                known = reports.load_baseline(baseline) if baseline else None
+            if list_only:
+                for c in cases:
+                    typer.echo(visible(f"{c.id:<12} {c.cassette_name:<30} {c.cut:<40} {c.title}"))
+                return
+            demo = not client and not cmd
+            command = CommandClient(cmd) if cmd else None
+            clients = ([command] if command else []) + _clients(["reference-naive", "reference-fixed"] if demo
+                                                                else client or [])
+        except _Interrupted:
+            fail(f"interrupted by {stop.name} before any case ran: no report written", code=stop.exit_code)
+        stop.preparing = False
+        plan = []
+        for checked in clients:
+            spoken = dialects_of(checked)
+            own = [c for c in cases if c.dialect in spoken]
+            if not own:
+                fail(f"nothing to run for {checked.name}: it speaks {'/'.join(spoken)} only, and the {len(cases)} "
+                     "selected case(s) were recorded in another protocol generation")
+            if len(own) < len(cases) and not quiet:
+                _say(f"{checked.name} speaks {'/'.join(spoken)} only: {len(cases) - len(own)} case(s) recorded in "
+                     "another protocol generation are not run for it.")
+            plan.append((checked, own))
+        if demo and not quiet:
+            console.print("No client named: checking the two reference clients. reference-naive has the pre-fix "
+                          "logic (it should FAIL before the first audio delta); reference-fixed has livekit/agents "
+                          "PR #6249 (it should pass). The exit code is reference-fixed's. Pass --client or --cmd to "
+                          "check yours.\n")
+        cassettes = CassetteCache(loaded)  # parsed once above, to build the cases
+        if command is not None:
+            _preflight(command, plan[0][1][0], cassettes, stop)
+        exit_code, reported = 0, False
+        for checked, own in plan:
+            for delay in latencies:
+                note = f"latency {delay:g} ms" if len(latencies) > 1 or delay else None
+                tags = ([checked.name] if len(plan) > 1 else []) + \
+                    ([f"latency-{delay:g}ms"] if len(latencies) > 1 else [])
+                if stop.signum is not None:  # interrupted before this run started
+                    if reported:
+                        _say(f"not run ({stop.name}): {checked.name}{f', {note}' if note else ''}")
+                        continue
+                    report = not_started(own, checked)  # in the preflight: every case of the first run unfinished
+                    report.signal = stop.name
+                else:
+                    options = RunOptions(speed=speed, concurrency=concurrency, tolerance_ms=tolerance_ms,
+                                         quiet=window_ms / 1000, latency_ms=delay)
+                    report = _run_with_progress(checked, own, options, cassettes, stop)
+                console.print(reports.ConsoleReport(report, quiet=quiet, note=note))
+                _say(reports.summary_line(report, note=note))
+                _write_reports(report, tags, {"latency_ms": delay}, json_out=json_out, junit=junit, html=html,
+                               logs=logs, write_baseline=write_baseline, strict=strict)
+                reported = True
+                gate = reports.gate(report, strict=strict, baseline=known)
+                reached_code, problem = _reached_exit(report, min_coverage)
+                if report.interrupted:
+                    continue  # a partial run passes or fails nothing: the exit code is the signal's
+                if problem is None or gate.exit_code:  # a PASS over cases nobody reached would mislead
+                    _say(gate.message)
+                if problem:
+                    err.print(f"[bold red]error:[/] {escape(visible(problem))}" if reached_code == 2
+                              else escape(visible(problem)), soft_wrap=True)
+                if not demo or checked.name == "reference-fixed":
+                    exit_code = max(exit_code, gate.exit_code, reached_code)
+        if stop.signum is not None:
+            err.print(f"[bold red]error:[/] {escape(f'stopped by {stop.name}')}: the programs it started are "
+                      "ended; the reports asked for hold the cases that finished", soft_wrap=True)
+            exit_code = stop.exit_code
     raise typer.Exit(exit_code)
+
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_T = TypeVar("_T")
+
+
+class _Interrupted(BaseException):
+    """A stop signal while `check` prepares (nothing started yet); a BaseException, as KeyboardInterrupt is,
+    so that no ``except Exception`` on the way turns it into another error."""
+
+
+class _Stop:
+    """SIGINT, SIGTERM and SIGHUP alike (a Ctrl-C, a CI job's cancel, a closed terminal).
+
+    The first asks `check` to stop cleanly: the running cases are cancelled, which ends the programs and
+    process groups their clients started, the finished cases go to every report asked for, and the exit
+    code is 128 + the signal. A second, while stopping, ends it at once: every process group it started
+    is killed, and it exits without writing.
+    """
+
+    def __init__(self) -> None:
+        from replay.clients._support import kill_started_groups
+
+        self.signum: int | None = None
+        self.preparing = False
+        self.installed = False  # the handlers are ours (not in a thread other than the main one)
+        self.kill_started_groups = kill_started_groups  # imported now: never in a signal handler
+
+    @property
+    def name(self) -> str:
+        return signal.Signals(self.signum).name if self.signum is not None else "a signal"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + (self.signum or signal.SIGINT)
+
+    def handle(self, signum: int, _frame: object = None) -> None:
+        """The handler outside an event loop: a signal while preparing raises, else it is noted for later."""
+        self.note(signum)
+        if self.preparing:
+            raise _Interrupted
+
+    def note(self, signum: int) -> None:
+        if self.signum is not None:
+            self.at_once(signum)
+        self.signum = signum
+
+    def at_once(self, signum: int) -> NoReturn:
+        self.kill_started_groups()
+        message = f"error: {signal.Signals(signum).name} while stopping: stopped at once, the programs it " \
+            "started killed, no report written\n"
+        try:
+            os.write(2, message.encode())
+        finally:
+            os._exit(128 + signum)
+
+
+@contextmanager
+def _stop_signals() -> Iterator[_Stop]:
+    """`_Stop`'s handlers for the length of a `check`; the ones before are put back after it."""
+    import threading
+
+    stop = _Stop()
+    stop.installed = threading.current_thread() is threading.main_thread()  # only it can take signals
+    saved = {sig: signal.getsignal(sig) for sig in STOP_SIGNALS} if stop.installed else {}
+    for sig in saved:
+        signal.signal(sig, stop.handle)
+    try:
+        yield stop
+    finally:
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)
+
+
+def _in_loop(stop: _Stop, main: Callable[[asyncio.Event], Awaitable[_T]]) -> _T:
+    """``asyncio.run(main(interrupt))``, a stop signal setting ``interrupt`` inside the loop.
+
+    Its handlers are the loop's while it runs (a signal wakes it at once); `_Stop`'s are put back,
+    with the signals blocked meanwhile, before the loop closes, so no signal ever finds the default
+    handler (which for SIGTERM would kill us and leave the programs running)."""
+
+    async def guarded() -> _T:
+        loop = asyncio.get_running_loop()
+        interrupt = asyncio.Event()
+
+        def on_signal(signum: int) -> None:
+            stop.note(signum)
+            interrupt.set()
+
+        if not stop.installed:
+            return await main(interrupt)
+        for sig in STOP_SIGNALS:
+            loop.add_signal_handler(sig, on_signal, sig)
+        if stop.signum is not None:  # came while the loop started
+            interrupt.set()
+        try:
+            return await main(interrupt)
+        finally:
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+            try:
+                for sig in STOP_SIGNALS:
+                    loop.remove_signal_handler(sig)
+                    signal.signal(sig, stop.handle)
+            finally:
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+    return asyncio.run(guarded())
+
+
+def _outputs_writable(files: dict[str, Path | None], logs: Path | None) -> None:
+    """Every output path can be written, and no two options name the same file."""
+    seen: dict[Path, str] = {}
+    for option, path in files.items():
+        if path is None:
+            continue
+        _writable(option, path)
+        key = path.resolve()
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {option} both name {path}: give each report its own file")
+        seen[key] = option
+    if logs is not None:
+        _writable("--logs", logs, directory=True)
 
 
 def _write_reports(report: RunReport, tags: list[str], settings: dict[str, float], *, json_out: Path | None,
                    junit: Path | None, html: Path | None, logs: Path | None, write_baseline: Path | None,
                    strict: bool) -> None:
-    """Each report asked for, announced as it is written."""
+    """Each report asked for, announced as it is written.
+
+    An interrupted run writes no baseline: one without the unfinished cases' failures would hide them
+    in the next run."""
     from replay import reports
+
+    if report.interrupted and write_baseline is not None:
+        _say(f"not written: {_report_path(write_baseline, tags)} (the run was interrupted: a baseline of the "
+             "finished cases only would forget the failures of the others)")
+        write_baseline = None
 
     writers: list[tuple[Path | None, Callable[[Path], None]]] = [
         (json_out, lambda path: reports.write_json(report, path, settings=settings)),
@@ -407,20 +587,34 @@ def _write_reports(report: RunReport, tags: list[str], settings: dict[str, float
             _say(f"wrote {len(written)} wire log(s) to {directory}")
 
 
-def _preflight(command: CommandClient, case: Case, cassettes: CassetteCache) -> None:
-    """The program connects at all, or one error with its output, before any case runs."""
+def _preflight(command: CommandClient, case: Case, cassettes: CassetteCache, stop: _Stop) -> None:
+    """The program connects at all, or one error with its output, before any case runs.
+
+    A stop signal meanwhile ends the program; `check` then reports every case unfinished."""
+    from contextlib import suppress
+
     from replay.preflight import PreflightFailed, preflight
+    from replay.text import shown
+
+    async def main(interrupt: asyncio.Event) -> None:
+        trial = asyncio.create_task(preflight(command, case, cassettes.get(case.cassette)))
+        waiter = asyncio.create_task(interrupt.wait())
+        await asyncio.wait({trial, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        if not trial.done():
+            trial.cancel()
+        with suppress(asyncio.CancelledError):
+            await trial
 
     try:
-        asyncio.run(preflight(command, case, cassettes.get(case.cassette)))
-    except KeyboardInterrupt:
-        fail("interrupted", code=130)
+        _in_loop(stop, main)
     except PreflightFailed as exc:
-        err.print(f"[bold red]error:[/] {escape(f'--cmd {command.command!r}: {exc.message}')}", soft_wrap=True)
-        tail = exc.output.rstrip().splitlines()[-PREFLIGHT_LINES:]
+        err.print(f"[bold red]error:[/] {escape(shown(f'--cmd {command.command!r}: {exc.message}'))}",
+                  soft_wrap=True)
+        tail = visible(exc.output.rstrip(), keep_newlines=True).splitlines()[-PREFLIGHT_LINES:]
         if tail:
             err.print(f"its output (last {len(tail)} line(s)):")
-            err.print("\n".join(f"  {line}" for line in tail), markup=False, soft_wrap=True)
+            err.print("\n".join(f"  {line}" for line in tail), markup=False, highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -441,14 +635,25 @@ def _clients(names: list[str]) -> list[Client]:
 
 
 def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
-                       cassettes: CassetteCache) -> RunReport:
+                       cassettes: CassetteCache, stop: _Stop | None = None) -> RunReport:
+    """The run, with a progress bar; with ``stop``, a stop signal ends it with the cases finished so far."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from replay.runner import run_cases
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as progress:
-        task = progress.add_task(escape(client.name), total=len(cases))
+        task = progress.add_task(escape(visible(client.name)), total=len(cases))
+
+        def advance(_: object) -> None:
+            progress.advance(task)
+
+        if stop is not None:
+            report = _in_loop(stop, lambda interrupt: run_cases(cases, client, options, advance, cassettes,
+                                                                interrupt=interrupt))
+            if report.interrupted:
+                report.signal = stop.name
+            return report
 
         async def main() -> RunReport:
             # Ctrl-C cancels the run, so every case's server and client shut down in order.
@@ -456,7 +661,7 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
             assert current is not None
             loop.add_signal_handler(signal.SIGINT, current.cancel)
             try:
-                return await run_cases(cases, client, options, lambda _: progress.advance(task), cassettes)
+                return await run_cases(cases, client, options, advance, cassettes)
             finally:
                 loop.remove_signal_handler(signal.SIGINT)
 

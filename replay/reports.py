@@ -2,12 +2,17 @@
 per-case wire logs, and the baseline gate that decides a CI run's exit code.
 
 Everything here is a pure view of a :class:`~replay.runner.RunReport`; the files are written
-atomically so a CI job killed mid-write never uploads half a report.
+atomically so a CI job killed mid-write never uploads half a report. What a client sent is untrusted:
+each string of it is cut (`replay.text.clip`), a lone surrogate is written as its escape, and the
+console shows control characters as escapes, so any report can be written and read whatever came.
+A run that was interrupted says so in every view, with the cases that did not finish.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import html
+import itertools
 import json
 import re
 import textwrap
@@ -24,12 +29,14 @@ from rich.text import Text
 
 from replay.cassette import AUDIO_FIELD
 from replay.clients.base import ClientOutcome
+from replay.clients.command import OUTPUT_TAIL
 from replay.files import read_text, write_atomic
 from replay.protocol import format_bytes_per_ms
 from replay.render import audio_bytes, summarize
-from replay.runner import CaseResult, RunReport
+from replay.runner import CRASH_TAIL, CaseResult, RunReport
+from replay.text import CLIENT_TEXT_LIMIT, clip, visible
 from replay.verdicts import FAILED, INFORMATIONAL, NON_STRICT, NOT_REACHED, OK, ORDER
-from replay.wirelog import WireLog
+from replay.wirelog import WireLog, bounded_value
 
 COLORS = {OK: "green", INFORMATIONAL: "blue", NON_STRICT: "yellow", NOT_REACHED: "magenta", FAILED: "red"}
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
@@ -37,8 +44,57 @@ _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 _NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
+REASON_LIMIT = 4 * CLIENT_TEXT_LIMIT  # a reason quotes a few client strings, each already cut to the limit
+KEPT_LINES = 50  # divergences and notes kept per case
+TIMELINE_ROWS = 2000  # of a case's wire log in the HTML page (a client sending 100 000 frames makes no 100 MB page)
+UNWRITABLE = "backslashreplace"  # a lone surrogate in a report: its escape, never a failed write
+UNFINISHED = "UNFINISHED"  # a case the interrupted run did not finish (not a verdict: it has none)
+
+
 def _client_label(report: RunReport) -> str:
     return f"{report.client} {report.client_version}" if report.client_version else report.client
+
+
+def _tail(text: str, limit: int) -> str:
+    """The last ``limit`` characters (where a traceback or a log says why), saying how many were cut."""
+    return text if len(text) <= limit else f"({len(text) - limit} characters cut)\n{text[-limit:]}"
+
+
+def _lines(values: Iterable[str]) -> list[str]:
+    kept = [clip(str(v)) for v in values]
+    return kept if len(kept) <= KEPT_LINES else [*kept[:KEPT_LINES], f"(and {len(kept) - KEPT_LINES} more)"]
+
+
+def bounded(result: CaseResult) -> CaseResult:
+    """The result with every string a client could make long cut, and its lists bounded: what reports show.
+
+    The verdict and the runner cut what they build; this also holds for what a driver or the server
+    put in a result, whatever it is."""
+    verdict, outcome = result.verdict, result.outcome
+    verdict = dataclasses.replace(
+        verdict, reason=clip(verdict.reason, REASON_LIMIT), errors=tuple(bounded_value(e) for e in verdict.errors),
+        actions=tuple(_lines(verdict.actions)), details=bounded_value(dict(verdict.details)))
+    outcome = dataclasses.replace(
+        outcome, output=outcome.output[-OUTPUT_TAIL:],
+        output_dropped=outcome.output_dropped + max(0, len(outcome.output) - OUTPUT_TAIL),
+        notes=_lines(outcome.notes), crashed=None if outcome.crashed is None else _tail(outcome.crashed, CRASH_TAIL),
+        last_error_line=None if outcome.last_error_line is None else clip(outcome.last_error_line))
+    return dataclasses.replace(result, verdict=verdict, outcome=outcome, divergences=_lines(result.divergences))
+
+
+def _bounded_report(report: RunReport) -> RunReport:
+    return dataclasses.replace(report, results=[bounded(r) for r in report.results])
+
+
+def interruption(report: RunReport) -> str | None:
+    """One line saying the run was interrupted and what it left unfinished; None for a whole run."""
+    if not report.interrupted:
+        return None
+    by = f" by {report.signal}" if report.signal else ""
+    left = report.unfinished
+    ids = ", ".join(c.id for c in left[:20]) + (f" and {len(left) - 20} more" if len(left) > 20 else "")
+    return (f"interrupted{by}: {len(report.results)} of {len(report.results) + len(left)} case(s) finished"
+            + (f"; not finished: {ids}" if left else ""))
 
 
 # ---------------------------------------------------------------------------- terminal
@@ -60,8 +116,8 @@ class ConsoleReport:
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         width = options.max_width
         header = f"{_client_label(self.report)}{_note(self.note)} — rtreplay {self.report.tool_version}"
-        yield _fit(Text(header, style="bold"), width)
-        id_width = max((len(r.case.id) for r in self.report.results), default=0)
+        yield _fit(Text(visible(header), style="bold"), width)
+        id_width = max((len(visible(r.case.id)) for r in self.report.results), default=0)
         verdict_width = max(len(v) for v in ORDER)
         indent = " " * (id_width + 2)
         shortened = False
@@ -69,20 +125,24 @@ class ConsoleReport:
             case, verdict = result.case, result.verdict.verdict
             if self.quiet and verdict == OK:
                 continue
-            line = Text(case.id.ljust(id_width) + "  ")
+            line = Text(visible(case.id).ljust(id_width) + "  ")
             line.append(verdict.ljust(verdict_width), style=f"bold {COLORS.get(verdict, '')}")
             room = width - line.cell_len - 2
             if room >= 8:
                 line.append("  ")
-                line.append(_fit(Text(case.title), room))
+                line.append(_fit(Text(visible(case.title)), room))
             yield _fit(line, width)
             if verdict != OK:
-                lines, cut = _reason_lines(result.verdict.reason, width - len(indent), 1 if self.quiet else 2)
+                lines, cut = _reason_lines(visible(clip(result.verdict.reason, REASON_LIMIT)), width - len(indent),
+                                           1 if self.quiet else 2)
                 shortened = shortened or cut
                 yield from (Text(indent) + part for part in lines)
         if shortened:
             yield _fit(Text("(reasons shortened to fit: --json, --html and --junit-xml have them whole)",
                             style="dim"), width)
+        if stopped := interruption(self.report):
+            for part in textwrap.wrap(visible(stopped), max(width, 20), break_long_words=False) or [""]:
+                yield Text(part, style="bold yellow")
 
 
 def _note(note: str | None) -> str:
@@ -120,8 +180,10 @@ def summary_line(report: RunReport, *, note: str | None = None) -> str:
     counts = report.counts()
     reached, total = coverage(report)
     tally = ", ".join(f"{counts.get(verdict, 0)} {verdict}" for verdict in ORDER)
+    stopped = f" (interrupted{f' by {report.signal}' if report.signal else ''}: {len(report.unfinished)} " \
+        "case(s) not finished)" if report.interrupted else ""
     return (f"{_client_label(report)}{_note(note)}: {reached} of {total} case{'' if total == 1 else 's'} reached — "
-            f"{tally} in {report.duration:.1f} s")
+            f"{tally} in {report.duration:.1f} s{stopped}")
 
 
 # ---------------------------------------------------------------------------- JSON and logs
@@ -167,6 +229,7 @@ def to_json(report: RunReport, *, include_logs: bool = False,
     ``settings``: the conditions of the run worth comparing across runs (the server's latency, say).
     """
     reached, total = coverage(report)
+    report = _bounded_report(report)
     return {
         "client": report.client,
         "client_version": report.client_version,
@@ -177,6 +240,10 @@ def to_json(report: RunReport, *, include_logs: bool = False,
         "reached": reached,
         "selected": total,
         "counts": report.counts(),
+        "interrupted": report.interrupted,
+        "signal": report.signal,
+        "unfinished": [{"id": c.id, "title": c.title, "cassette": c.cassette_name, "cut": c.cut}
+                       for c in report.unfinished],
         "cases": [_case_json(result, include_logs=include_logs) for result in report.results],
     }
 
@@ -184,7 +251,7 @@ def to_json(report: RunReport, *, include_logs: bool = False,
 def write_json(report: RunReport, path: str | Path, *, include_logs: bool = False,
                settings: Mapping[str, Any] | None = None) -> None:
     data = to_json(report, include_logs=include_logs, settings=settings)
-    write_atomic(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n")
+    write_atomic(Path(path), json.dumps(data, indent=2, ensure_ascii=False) + "\n", errors=UNWRITABLE)
 
 
 def write_logs(report: RunReport, directory: str | Path) -> list[Path]:
@@ -270,18 +337,22 @@ def write_junit(report: RunReport, path: str | Path, *, strict: bool = False,
                 settings: Mapping[str, Any] | None = None) -> None:
     """One suite, one testcase per case; NON-STRICT is a failure only when ``strict`` (as the gate counts it),
     and a case the client never reached is skipped, with the reason."""
+    report = _bounded_report(report)
     failing = {id(r) for r in report.failed(strict=strict)}
     suite_name = f"rtreplay {report.client}"
-    total, failures, time = str(len(report.results)), str(len(failing)), f"{report.duration:.3f}"
+    total, failures, time = str(len(report.results) + len(report.unfinished)), str(len(failing)), \
+        f"{report.duration:.3f}"
+    errors = str(len(report.unfinished))
     skipped = str(report.counts().get(NOT_REACHED, 0))
-    root = ET.Element("testsuites", {"name": suite_name, "tests": total, "failures": failures, "errors": "0",
-                                     "time": time})
-    suite = _sub(root, "testsuite", name=suite_name, tests=total, failures=failures, errors="0", skipped=skipped,
+    root = ET.Element("testsuites", {"name": _xml_text(suite_name), "tests": total, "failures": failures,
+                                     "errors": errors, "time": time})
+    suite = _sub(root, "testsuite", name=suite_name, tests=total, failures=failures, errors=errors, skipped=skipped,
                  time=time, timestamp=report.started_at, hostname="localhost")
     properties = _sub(suite, "properties")
+    stopped = (("interrupted", report.signal or "true"),) if report.interrupted else ()
     for name, value in (("client", report.client), ("client_version", report.client_version or "unknown"),
                         ("rtreplay_version", report.tool_version), ("strict", str(strict).lower()),
-                        *((key, str(value)) for key, value in (settings or {}).items())):
+                        *((key, str(value)) for key, value in (settings or {}).items()), *stopped):
         _sub(properties, "property", name=name, value=value)
     package = report.client.replace(".", "_")  # CI tools split classnames on dots into packages
     for result in report.results:
@@ -299,8 +370,15 @@ def write_junit(report: RunReport, path: str | Path, *, strict: bool = False,
             _sub(testcase, "system-out", _out_text(result))
         if err := _err_text(result):
             _sub(testcase, "system-err", err)
+    by = f" by {report.signal}" if report.signal else ""
+    for case in report.unfinished:
+        testcase = _sub(suite, "testcase", classname=f"rtreplay.{package}.{case.area}", name=f"{case.id} {case.title}",
+                        time="0.000")
+        _sub(testcase, "error", f"the run was interrupted{by} before this case finished: it has no verdict\n"
+                                f"cut {case.cut} of {case.cassette_name}",
+             message=f"interrupted{by} before the case finished", type="interrupted")
     ET.indent(root)
-    write_atomic(Path(path), ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n")
+    write_atomic(Path(path), ET.tostring(root, encoding="unicode", xml_declaration=True) + "\n", errors=UNWRITABLE)
 
 
 # ---------------------------------------------------------------------------- HTML
@@ -343,6 +421,8 @@ font-weight:700;font-style:normal}
 .wire tr.after-cut.client td{background:#fff8c5}
 .wire tr.error td{background:#ffebe9;color:#a40e26}
 .wire .origin{color:#8c959f;font-size:.9em}
+.interrupted{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.5rem .8rem;font-weight:600}
+.v-UNFINISHED{background:#fff;color:#7d4e00;border:1px dashed #d4a72c}
 """
 
 _ARROWS = {"client": ("→", "client → server"), "server": ("←", "server → client")}
@@ -463,8 +543,12 @@ def _case_section(result: CaseResult) -> str:
         dropped = f"({outcome.output_dropped} earlier characters not kept)\n" if outcome.output_dropped else ""
         facts.append(("client output", f"<pre>{_esc(dropped + outcome.output)}</pre>"))
     facts.append(("duration", _esc(f"{result.duration:.2f} s")))
+    timeline = list(itertools.islice(_timeline(result.log), TIMELINE_ROWS + 1))
     rows = "\n".join(f'<tr class="{_esc(r.classes)}"><td class="t">{r.t}</td><td class="dir">{r.direction}</td>'
-                     f"<td>{r.kind}</td><td>{r.fields}</td></tr>" for r in _timeline(result.log))
+                     f"<td>{r.kind}</td><td>{r.fields}</td></tr>" for r in timeline[:TIMELINE_ROWS])
+    if len(timeline) > TIMELINE_ROWS:
+        rows += (f'\n<tr class="mark"><td></td><td>·</td><td>…</td><td>only the first {TIMELINE_ROWS} rows are '
+                 "shown: --logs DIR keeps the whole wire log</td></tr>")
     return (f'<details id="case-{_esc(case.id)}"><summary>{_badge(verdict.verdict)}{_esc(case.id)} — '
             f"{_esc(case.title)}</summary>\n<dl>"
             + "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
@@ -474,9 +558,13 @@ def _case_section(result: CaseResult) -> str:
 
 def render_html(report: RunReport, *, settings: Mapping[str, Any] | None = None) -> str:
     """One page with no external assets, so it can be attached to a CI run and opened offline."""
+    report = _bounded_report(report)
     counts = report.counts()
     label = _client_label(report)
     reached, total = coverage(report)
+    stopped = interruption(report)
+    banner = f'<p class="interrupted">{_esc(stopped)}: this report holds only the cases that finished.</p>\n' \
+        if stopped else ""
     conditions = "".join(f" · {_esc(key)} {_esc(value)}" for key, value in (settings or {}).items())
     index = "\n".join(
         f'<tr class="{"not-reached" if r.verdict.verdict == NOT_REACHED else ""}">'
@@ -484,6 +572,10 @@ def render_html(report: RunReport, *, settings: Mapping[str, Any] | None = None)
         f"<td>{_esc(r.case.cassette_name)}<br><small>{_esc(r.case.cut)}</small></td>"
         f"<td>{_badge(r.verdict.verdict)}</td><td>{_esc(r.verdict.reason)}</td></tr>"
         for r in report.results)
+    index += "".join(
+        f'\n<tr class="not-reached"><td>{_esc(c.id)}</td><td>{_esc(c.title)}</td>'
+        f"<td>{_esc(c.cassette_name)}<br><small>{_esc(c.cut)}</small></td><td>{_badge(UNFINISHED)}</td>"
+        f"<td>the run was interrupted before this case finished</td></tr>" for c in report.unfinished)
     sections = "\n".join(_case_section(r) for r in report.results)
     return f"""<!doctype html>
 <html lang="en">
@@ -495,9 +587,10 @@ def render_html(report: RunReport, *, settings: Mapping[str, Any] | None = None)
 </head>
 <body>
 <h1>rtreplay conformance: {_esc(label)}</h1>
-<p class="meta">rtreplay {_esc(report.tool_version)} · started {_esc(report.started_at)} ·
+{banner}<p class="meta">rtreplay {_esc(report.tool_version)} · started {_esc(report.started_at)} ·
 {reached} of {total} cases reached in {report.duration:.1f} s{conditions}</p>
-<p class="counts">{"".join(f'<span class="badge v-{_esc(v)}">{counts.get(v, 0)} {_esc(v)}</span>' for v in ORDER)}</p>
+<p class="counts">{"".join(f'<span class="badge v-{_esc(v)}">{counts.get(v, 0)} {_esc(v)}</span>' for v in ORDER)}\
+{f'<span class="badge v-{UNFINISHED}">{len(report.unfinished)} {UNFINISHED}</span>' if report.unfinished else ""}</p>
 <table class="cases">
 <thead><tr><th>case</th><th>title</th><th>cassette / cut</th><th>verdict</th><th>reason</th></tr></thead>
 <tbody>
@@ -514,7 +607,7 @@ client's frames after it are highlighted.</p>
 
 
 def write_html(report: RunReport, path: str | Path, *, settings: Mapping[str, Any] | None = None) -> None:
-    write_atomic(Path(path), render_html(report, settings=settings))
+    write_atomic(Path(path), render_html(report, settings=settings), errors=UNWRITABLE)
 
 
 # ---------------------------------------------------------------------------- baseline and gate

@@ -2,7 +2,8 @@
 
 An asyncio shell: the decisions are the cut (:mod:`replay.cuts`), the server's answers
 (:mod:`replay.engine`) and the verdict (:mod:`replay.verdicts`). Cases are independent, each on
-its own free port, so they run concurrently.
+its own free port, so they run concurrently. A run that is interrupted keeps the cases that finished
+and cancels the others, whose clients then end what they started.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from replay.clients.base import Client, ClientOutcome, Target
 from replay.cuts import Case
 from replay.rules import RuleBook
 from replay.server import Cut, LiveSession, ReplayServer, ServerOptions
+from replay.text import CLIENT_TEXT_LIMIT, clip
 from replay.verdicts import FAILED, NON_STRICT, NOT_REACHED, Verdict, judge
 
 DUMMY_KEY = "sk-rtreplay-dummy-key"
+CRASH_TAIL = 4 * CLIENT_TEXT_LIMIT  # characters of an in-process client's traceback kept (its end says why)
 
 
 @dataclass
@@ -64,6 +67,9 @@ class RunReport:
     duration: float
     results: list[CaseResult]
     tool_version: str = __version__
+    interrupted: bool = False  # stopped before every case finished: ``results`` are the cases that did
+    signal: str | None = None  # what stopped it ("SIGTERM"), when a signal did
+    unfinished: list[Case] = field(default_factory=list)  # cases cancelled, or never started, when interrupted
 
     def counts(self) -> dict[str, int]:
         counts = {"OK": 0, "NON-STRICT": 0, "INFORMATIONAL": 0, "NOT-REACHED": 0, "FAILED": 0}
@@ -111,24 +117,31 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
         stop = asyncio.Event()
         client_task = asyncio.create_task(_guarded(client, target, stop))
         watcher = asyncio.create_task(_window_closed(server))
-        done, _ = await asyncio.wait({client_task, watcher}, timeout=options.case_timeout,
-                                     return_when=asyncio.FIRST_COMPLETED)
-        timed_out = not done
-        if client_task in done and watcher not in done:
-            # The client ended on its own: the session it leaves may still be closing its window.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(watcher), options.quiet + 0.5)
-        # The case is over: the server ends the session, and the client gets its grace to exit on its own.
-        # A client that had already hung up answers for any way it exits.
-        case_over = asyncio.get_running_loop().time() if server.end_sessions() else float("inf")
-        stop.set()
-        watcher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
         try:
-            outcome = await asyncio.wait_for(client_task, 10.0)
-        except TimeoutError:
-            outcome = ClientOutcome(crashed="the client did not stop within 10 s of being asked to")
+            done, _ = await asyncio.wait({client_task, watcher}, timeout=options.case_timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            timed_out = not done
+            if client_task in done and watcher not in done:
+                # The client ended on its own: the session it leaves may still be closing its window.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(watcher), options.quiet + 0.5)
+            # The case is over: the server ends the session, and the client gets its grace to exit on its own.
+            # A client that had already hung up answers for any way it exits.
+            case_over = asyncio.get_running_loop().time() if server.end_sessions() else float("inf")
+            stop.set()
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
+            try:
+                outcome = await asyncio.wait_for(client_task, 10.0)
+            except TimeoutError:
+                outcome = ClientOutcome(crashed="the client did not stop within 10 s of being asked to")
+        except asyncio.CancelledError:
+            # The run was interrupted: the client is cancelled too, and ends what it started before we go on.
+            for task in (client_task, watcher):
+                task.cancel()
+            await asyncio.gather(client_task, watcher, return_exceptions=True)
+            raise
     live = _judged_session(server.sessions)
     log = _case_log(case, client, live, outcome)
     verdict = _verdict(case, live, outcome, options, timed_out, case_over)
@@ -151,7 +164,8 @@ def _verdict(case: Case, live: LiveSession | None, outcome: ClientOutcome, optio
     verdict = judge(live.engine_snapshot or case.snapshot, live.log.entries, tolerance_ms=options.tolerance_ms,
                     client_closed_early=closed_early)
     if verdict.verdict != FAILED and live.failure:
-        verdict = Verdict(FAILED, live.failure, verdict.errors, verdict.actions, verdict.estimate_ms, verdict.details)
+        verdict = Verdict(FAILED, clip(live.failure), verdict.errors, verdict.actions, verdict.estimate_ms,
+                          verdict.details)
     if verdict.verdict != FAILED and crash:
         verdict = Verdict(FAILED, f"the client failed after the barge-in: {crash} (it had sent: "
                                   f"{', '.join(verdict.actions) or 'nothing'})",
@@ -165,11 +179,11 @@ def _crash(outcome: ClientOutcome, case_over: float) -> str | None:
     A program that exits non-zero only once the server has ended the session is not blamed for it.
     """
     if outcome.crashed:
-        return outcome.crashed.strip().splitlines()[-1]
+        return clip((outcome.crashed.strip().splitlines() or ["(no message)"])[-1])
     during = outcome.exited_at is None or outcome.exited_at <= case_over
     if outcome.exit_code not in (None, 0) and not outcome.stopped_by_runner and during:
         line = outcome.last_error_line
-        return f"it exited with code {outcome.exit_code}" + (f": {line}" if line else "")
+        return f"it exited with code {outcome.exit_code}" + (f": {clip(line)}" if line else "")
     return None
 
 
@@ -180,7 +194,9 @@ async def _guarded(client: Client, target: Target, stop: asyncio.Event) -> Clien
     except asyncio.CancelledError:
         raise
     except Exception:
-        return ClientOutcome(crashed=traceback.format_exc(limit=8))
+        text = traceback.format_exc(limit=8)
+        return ClientOutcome(crashed=text if len(text) <= CRASH_TAIL else
+                             f"({len(text) - CRASH_TAIL} characters cut)\n{text[-CRASH_TAIL:]}")
 
 
 async def _window_closed(server: ReplayServer) -> None:
@@ -206,29 +222,57 @@ def _judged_session(sessions: Sequence[LiveSession]) -> LiveSession | None:
 def _case_log(case: Case, client: Client, live: LiveSession | None, outcome: ClientOutcome) -> list[dict[str, Any]]:
     head = {"mark": "case", "case": case.id, "title": case.title, "client": client.name,
             "cassette": case.cassette_name, "session": case.session_index, "cut_label": case.cut}
-    tail: dict[str, Any] = {"mark": "client", "exit_code": outcome.exit_code, "notes": outcome.notes}
+    tail: dict[str, Any] = {"mark": "client", "exit_code": outcome.exit_code,
+                            "notes": [clip(note) for note in outcome.notes[:50]]}
     if outcome.output:
         tail["output"] = outcome.output[-8000:]
     if outcome.crashed:
-        tail["crashed"] = outcome.crashed
+        tail["crashed"] = outcome.crashed[-CRASH_TAIL:]
     return [head, *(live.log.entries if live else []), tail]
 
 
 async def run_cases(cases: Sequence[Case], client: Client, options: RunOptions | None = None,
                     progress: Callable[[CaseResult], None] | None = None,
-                    cassettes: CassetteCache | None = None) -> RunReport:
+                    cassettes: CassetteCache | None = None, interrupt: asyncio.Event | None = None) -> RunReport:
+    """Every case, ``options.concurrency`` at a time; once ``interrupt`` is set, the cases still running
+    are cancelled (each client ends its programs) and the report holds those that finished."""
     options = options or RunOptions()
     cassettes = cassettes or CassetteCache()
     gate = asyncio.Semaphore(max(1, options.concurrency))
     started = time.perf_counter()
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
+    finished: dict[int, CaseResult] = {}
 
-    async def one(case: Case) -> CaseResult:
+    async def one(index: int, case: Case) -> None:
         async with gate:
-            result = await run_case(case, client, options, cassettes)
+            finished[index] = await run_case(case, client, options, cassettes)
         if progress is not None:
-            progress(result)
-        return result
+            progress(finished[index])
 
-    results = await asyncio.gather(*(one(case) for case in cases))
-    return RunReport(client.name, client.version(), started_at, time.perf_counter() - started, list(results))
+    tasks = [asyncio.create_task(one(index, case)) for index, case in enumerate(cases)]
+    waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(asyncio.wait(tasks))] if tasks else []
+    if interrupt is not None:
+        waiters.append(asyncio.ensure_future(interrupt.wait()))
+    try:
+        if waiters:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
+        for task in tasks:
+            task.cancel()
+        # Cancelled cases end their servers and clients here, in the loop, before the report is made.
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException) and not isinstance(o, asyncio.CancelledError)]
+    if errors:
+        raise errors[0]
+    unfinished = [case for index, case in enumerate(cases) if index not in finished]
+    return RunReport(client.name, client.version(), started_at, time.perf_counter() - started,
+                     [finished[index] for index in sorted(finished)], interrupted=bool(unfinished),
+                     unfinished=unfinished)
+
+
+def not_started(cases: Sequence[Case], client: Client) -> RunReport:
+    """The report of a run interrupted before its first case: every case unfinished."""
+    return RunReport(client.name, client.version(), datetime.now(UTC).isoformat(timespec="seconds"), 0.0, [],
+                     interrupted=True, unfinished=list(cases))

@@ -15,6 +15,7 @@ from typing import Any
 from replay.engine import Snapshot
 from replay.protocol import AUDIO_DELTA_TYPES
 from replay.rules import RULES
+from replay.text import clip
 
 FIXES = {rule.id: rule.fix for rule in RULES if rule.fix}
 ADVICE_UNPLAYED = "a correct client deletes an item none of which was played (conversation.item.delete)"
@@ -27,6 +28,10 @@ INFORMATIONAL = "INFORMATIONAL"
 FAILED = "FAILED"
 NOT_REACHED = "NOT-REACHED"  # the client never took the conversation to the cut: no judgement, no failure
 ORDER = (OK, INFORMATIONAL, NON_STRICT, NOT_REACHED, FAILED)
+# A client that floods the window gets a verdict of bounded size: the first errors and actions tell the story.
+REASON_ERRORS = 3  # server errors spelled out in a reason
+KEPT_ERRORS = 20  # error frames kept with a verdict
+KEPT_ACTIONS = 50  # client actions after the cut kept with a verdict
 
 
 @dataclass(frozen=True)
@@ -40,21 +45,29 @@ class Verdict:
 
 
 def _action(event: dict[str, Any]) -> str:
+    """One client event as a reader scans for it; what the client chose (an id, a type) is cut if long."""
     etype = event.get("type", "?")
     if etype == "conversation.item.truncate":
-        return f"truncate {event.get('item_id')} audio_end_ms={event.get('audio_end_ms')}"
+        return f"truncate {clip(str(event.get('item_id')))} audio_end_ms={clip(str(event.get('audio_end_ms')))}"
     if etype in ("conversation.item.delete", "conversation.item.retrieve"):
-        return f"{etype.rsplit('.', 1)[1]} {event.get('item_id')}"
-    return str(etype)
+        return f"{etype.rsplit('.', 1)[1]} {clip(str(event.get('item_id')))}"
+    return clip(str(etype))
+
+
+def _kept(actions: Sequence[str]) -> tuple[str, ...]:
+    if len(actions) <= KEPT_ACTIONS:
+        return tuple(actions)
+    return (*actions[:KEPT_ACTIONS], f"(and {len(actions) - KEPT_ACTIONS} more)")
 
 
 def _error_reason(entries: Sequence[dict[str, Any]], error_index: int) -> str:
     error = entries[error_index]["event"].get("error") or {}
     cause = next((e for e in reversed(entries[:error_index]) if e.get("dir") == "client" and e.get("rule")), None)
-    answer = f" (answer to {cause['event'].get('type') if 'event' in cause else 'a frame'}" \
-             f" at t={cause['t']:.3f}s, rule {cause['rule']})" if cause else ""
+    sent = clip(str(cause["event"].get("type"))) if cause and "event" in cause else "a frame"
+    answer = f" (answer to {sent} at t={cause['t']:.3f}s, rule {cause['rule']})" if cause else ""
     fix = FIXES.get(cause["rule"]) if cause else None
-    return f"server error {error.get('code')}: {error.get('message')}{answer}" + \
+    # The server's message repeats what the client sent (an item id): cut, as the client's own text is.
+    return f"server error {clip(str(error.get('code')))}: {clip(str(error.get('message')))}{answer}" + \
         (f"; a correct client: {fix}" if fix else "")
 
 
@@ -69,7 +82,7 @@ def judge(snapshot: Snapshot, entries: Sequence[dict[str, Any]], *, tolerance_ms
     errors = [i for i, e in enumerate(entries) if e.get("dir") == "server" and e.get("origin") != "recorded"
               and e.get("event", {}).get("type") == "error"]
     after = [e["event"] for e in entries[cut_at:] if e.get("dir") == "client" and "event" in e]
-    actions = tuple(_action(e) for e in after if e.get("type") != "input_audio_buffer.append")
+    actions = _kept([_action(e) for e in after if e.get("type") != "input_audio_buffer.append"])
     estimate = _estimate(snapshot, entries, cut_at)
     details = {"produced_ms": snapshot.produced_ms, "item_id": snapshot.item_id, "item_held": snapshot.item_held,
                "response_active": snapshot.response_active}
@@ -77,9 +90,11 @@ def judge(snapshot: Snapshot, entries: Sequence[dict[str, Any]], *, tolerance_ms
     raced = [i for i in errors if _raced_cancel(snapshot, entries, i, cut_at)]
     errors = [i for i in errors if i not in raced]
     if errors:
-        reasons = "; ".join(_error_reason(entries, i) for i in errors)
-        return Verdict(FAILED, reasons + closed, tuple(entries[i]["event"] for i in errors), actions, estimate,
-                       details)
+        reasons = "; ".join(_error_reason(entries, i) for i in errors[:REASON_ERRORS])
+        if len(errors) > REASON_ERRORS:
+            reasons += f"; and {len(errors) - REASON_ERRORS} more server error(s)"
+        return Verdict(FAILED, reasons + closed, tuple(entries[i]["event"] for i in errors[:KEPT_ERRORS]), actions,
+                       estimate, details)
     item = snapshot.item_id
     truncates = [e for e in after if e.get("type") == "conversation.item.truncate" and e.get("item_id") == item]
     deletes = [e for e in after if e.get("type") == "conversation.item.delete" and e.get("item_id") == item]
@@ -91,7 +106,8 @@ def judge(snapshot: Snapshot, entries: Sequence[dict[str, Any]], *, tolerance_ms
         verdict = worst([verdict, INFORMATIONAL])
         reason += ("; its response.cancel raced the server's own cancel (interrupt_response is on) and was "
                    "refused with response_cancel_not_active: harmless if ignored, and unnecessary")
-    return Verdict(verdict, reason + closed, tuple(entries[i]["event"] for i in raced), actions, estimate, details)
+    return Verdict(verdict, reason + closed, tuple(entries[i]["event"] for i in raced[:KEPT_ERRORS]), actions,
+                   estimate, details)
 
 
 def _raced_cancel(snapshot: Snapshot, entries: Sequence[dict[str, Any]], index: int, cut_at: int) -> bool:

@@ -1,5 +1,5 @@
-"""What the library drivers share: recorded turns and their pacing, a simulated playback clock,
-and per-run capture of library logs. Needs no client library.
+"""What the clients share: recorded turns and their pacing, a simulated playback clock, per-run
+capture of library logs, and the process groups of the programs they started. Needs no client library.
 """
 
 from __future__ import annotations
@@ -9,12 +9,35 @@ import collections
 import contextlib
 import contextvars
 import logging
+import os
+import signal
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .base import ClientOutcome
+
+# Process groups (each its leader's pid) of the programs and node workers this process started and has not
+# yet ended: what a second Ctrl-C kills on its way out, so that even an exit at once leaves no orphan.
+_GROUPS: set[int] = set()
+
+
+def group_started(pid: int) -> None:
+    _GROUPS.add(pid)
+
+
+def group_ended(pid: int) -> None:
+    """The group was killed and its leader reaped: its id may be reused from now on."""
+    _GROUPS.discard(pid)
+
+
+def kill_started_groups() -> None:
+    """SIGKILL every group still registered; safe to call from a signal handler."""
+    for pid in list(_GROUPS):
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
+
 
 LOG_LINES = 200
 RESPONSE_IDLE_TIMEOUT_S = 30.0  # a recorded response.create waits for the previous response.done

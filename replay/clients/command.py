@@ -8,7 +8,9 @@ lost, and the last `OUTPUT_TAIL` characters are kept for the reports.
 Once the runner sets ``stop`` the program gets `EXIT_GRACE` seconds to exit on its own: a client
 that crashes right after its last frame is then seen exiting with its own code. Only then does
 rtreplay stop it (SIGTERM to its process group, SIGKILL `TERM_GRACE` seconds later), and the
-outcome says so, so that our SIGTERM is never mistaken for a crash.
+outcome says so, so that our SIGTERM is never mistaken for a crash. A run that is cancelled (the
+user's Ctrl-C, a CI job's SIGTERM) ends the program and its group the same way at once, and reaps
+it before returning, so nothing it started outlives rtreplay.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import os
 import re
 import signal
 
+from replay.clients._support import group_ended, group_started
 from replay.clients.base import ClientOutcome, Target
 
 OUTPUT_TAIL = 64 * 1024  # characters of the program's output kept for the reports
@@ -115,6 +118,19 @@ class CommandClient:
         except OSError as exc:
             reason = f"cannot start {self.command!r}: {exc.strerror or exc}"
             return ClientOutcome(crashed=reason, last_error_line=reason)
+        group_started(process.pid)
+        try:
+            return await self._watch(process, stop)
+        finally:
+            _signal(process, signal.SIGKILL)
+            group_ended(process.pid)
+            # Pipes a process outside the group still holds are closed now, while the loop runs: left to
+            # the garbage collector, they would be closed after the loop, with an "Event loop is closed".
+            transport = getattr(process, "_transport", None)
+            if transport is not None:
+                transport.close()
+
+    async def _watch(self, process: asyncio.subprocess.Process, stop: asyncio.Event) -> ClientOutcome:
         assert process.stdout is not None and process.stderr is not None
         both, out, err = OutputTail(), OutputTail(), OutputTail()
         pumps = [asyncio.create_task(_pump(process.stdout, out, both)),
@@ -134,9 +150,12 @@ class CommandClient:
                 if not exited.done():
                     _signal(process, signal.SIGKILL)
             code, exited_at = await exited
+        except asyncio.CancelledError:
+            await self._end_now(process, exited, pumps)
+            raise
         finally:
             stopper.cancel()
-            # Whatever it left behind (a background child holding the pipes, or all of it on Ctrl-C) goes too.
+            # Whatever it left behind (a background child holding the pipes) goes too.
             _signal(process, signal.SIGKILL)
             exited.cancel()
         await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)
@@ -155,6 +174,20 @@ class CommandClient:
             outcome.notes.append(f"the program was still running {self.exit_grace:g} s after the case ended: "
                                  "rtreplay stopped it")
         return outcome
+
+    async def _end_now(self, process: asyncio.subprocess.Process, exited: asyncio.Task[tuple[int, float]],
+                       pumps: list[asyncio.Task[None]]) -> None:
+        """The run was cancelled: SIGTERM the group, SIGKILL it `term_grace` later, and reap the program
+        while the event loop still runs (else its pipes are closed after the loop, with a traceback)."""
+        _signal(process, signal.SIGTERM)
+        if not exited.done():
+            await asyncio.wait({exited}, timeout=self.term_grace)
+        _signal(process, signal.SIGKILL)
+        await asyncio.wait(pumps, timeout=DRAIN_TIMEOUT)  # the pipes' end: all the group is gone
+        for pump in pumps:
+            pump.cancel()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(process.wait(), DRAIN_TIMEOUT)
 
 
 async def _pump(stream: asyncio.StreamReader, own: OutputTail, both: OutputTail) -> None:

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ._support import LOG_LINES, wait_for_stop
+from ._support import LOG_LINES, group_ended, group_started, wait_for_stop
 from .base import ClientOutcome, MissingDependency, Target
 
 NODE_DIR = Path(__file__).with_name("node")
@@ -377,7 +377,7 @@ class _Worker:
         return True
 
     def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(self.process.pid, signal.SIGKILL)
 
     async def close(self) -> None:
@@ -392,6 +392,8 @@ class _Worker:
         except TimeoutError:
             self.kill()
             await self.process.wait()
+        self.kill()  # anything the library started in the worker's group goes with it
+        group_ended(self.process.pid)
         await asyncio.wait(self.readers, timeout=1.0)
 
 
@@ -456,9 +458,16 @@ class _Pool:
         except OSError as exc:
             case.outcome.crashed = f"cannot start {self.setup.node}: {exc.strerror or exc}"
             return None
+        group_started(process.pid)
         worker = _Worker(process, self.client.script)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(worker.ready.wait(), LOAD_TIMEOUT_S)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(worker.ready.wait(), LOAD_TIMEOUT_S)
+        except BaseException:  # cancelled (Ctrl-C) while the library loads: the worker goes too
+            worker.kill()
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(worker.close())
+            raise
         if worker.alive and worker.ready.is_set():
             return worker
         worker.kill()

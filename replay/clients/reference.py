@@ -13,7 +13,6 @@ it in the recording have arrived), simulate a real-time player for the assistant
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 from dataclasses import dataclass, field
@@ -94,11 +93,12 @@ class ReferenceClient:
             async with connect(target.ws_url, additional_headers=headers, max_size=None) as ws:
                 reader = asyncio.create_task(self._session(ws, target, outcome))
                 stopper = asyncio.create_task(stop.wait())
-                await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
-                for task in (reader, stopper):
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, Exception):
-                        await task
+                try:
+                    await asyncio.wait({reader, stopper}, return_when=asyncio.FIRST_COMPLETED)
+                finally:  # also when the run is cancelled (Ctrl-C): the session ends before its socket does
+                    for task in (reader, stopper):
+                        task.cancel()
+                    await asyncio.gather(reader, stopper, return_exceptions=True)
         except (TimeoutError, OSError) as exc:
             outcome.crashed = f"cannot connect: {exc}"
         return outcome
