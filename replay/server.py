@@ -231,14 +231,26 @@ class ReplayServer:
         after the head timeout, so the server serves again once descriptors free up.
         """
         now = time.monotonic()
-        if self._starved_at is not None and now - self._starved_at < STARVED_EVERY_S:
+        if self._starved_at is None:
+            asyncio.get_running_loop().call_later(1.0, self._probe_descriptors)
+        elif now - self._starved_at < STARVED_EVERY_S:
             self._starved_missed += 1
             return
-        again = f" ({self._starved_missed} more refusal(s) since the last line)" if self._starved_missed else ""
+        again = f" ({self._starved_missed} more attempt(s) failed since the last line)" if self._starved_missed else ""
         self._starved_at, self._starved_missed = now, 0
         name = errno.errorcode.get(exc.errno or 0, "?")
-        self._say(f"out of file descriptors ({name}: {exc.strerror}): new connections wait until some close; "
-                  f"{len(self._tasks)} open, a silent one is closed after {self.options.head_timeout_s:g} s{again}")
+        self._say(f"out of file descriptors ({name}: {exc.strerror}): new connections wait until some close "
+                  f"(a silent one is closed after {self.options.head_timeout_s:g} s){again}")
+
+    def _probe_descriptors(self) -> None:
+        """Once a descriptor can be had again, say so (asyncio's own retry accepts within a second)."""
+        try:
+            socket.socket().close()
+        except OSError:
+            asyncio.get_running_loop().call_later(1.0, self._probe_descriptors)
+            return
+        self._starved_at, self._starved_missed = None, 0
+        self._say("descriptors are free again: accepting connections")
 
     # -- connections
 
@@ -246,9 +258,6 @@ class ReplayServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
-        if self._starved_at is not None:
-            self._starved_at, self._starved_missed = None, 0
-            self._say("accepting connections again")
         peer = peer_of(writer)
 
         def internal(exc: Exception) -> None:
@@ -1007,8 +1016,8 @@ async def serve_forever(server: ReplayServer,
             on_ready(server)
         await stop.wait()
     finally:
+        closed = await server.close(going_away=True)  # a second signal meanwhile changes nothing
         for sig in handled:
             loop.remove_signal_handler(sig)
-        closed = await server.close(going_away=True)
         loop.set_exception_handler(previous)
     return (received[0] if received else "stop"), closed
