@@ -157,7 +157,11 @@ def _say_exposure(host: str, shown_host: str, exposed: str | None, keyed: bool) 
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
-    why = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))  # a name that does not resolve: gaierror
+    import socket
+
+    if isinstance(exc, socket.gaierror):  # a --host name that does not resolve
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc} (check --host)"
+    why = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own strerror is a long sentence
     return f"cannot listen on {host}:{port}: {why} (choose another --port, or 0 for a free one)"
 
 
