@@ -85,8 +85,9 @@ def serve(
     speed: Annotated[float, typer.Option(help="Timing factor: 1 as recorded, 0 as fast as possible.")] = 1.0,
     strict: Annotated[bool, typer.Option("--strict/--lenient",
                                          help="Fail a session whose client diverges from the recording.")] = False,
-    api_key: Annotated[str | None, typer.Option("--api-key", help="Refuse any other key, as the real server "
-                                                "does (default: any non-empty key).")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Refuse any other key, on the WebSocket and "
+                                                "over HTTP, as the real server does (default: any non-empty key "
+                                                "on the WebSocket, none checked over HTTP).")] = None,
     insecure_any_key: Annotated[bool, typer.Option("--insecure-any-key", help="With a --host beyond loopback and no "
                                                    "--api-key: serve anyone who can reach the port, whatever "
                                                    "key they send.")] = False,
@@ -104,7 +105,10 @@ def serve(
                                            "many ms late, as over a network, and a cancel takes twice as "
                                            "long.")] = 0.0,
 ) -> None:
-    """Serve a cassette as a Realtime API on ws://HOST:PORT/v1/realtime."""
+    """Serve a cassette as a Realtime API on ws://HOST:PORT/v1/realtime.
+
+    Ctrl-C or SIGTERM closes the live sessions with 1001 (going away) and exits 0.
+    """
     from replay.server import ReplayServer, ServerOptions, exposure, serve_forever, url_host
 
     with clear_errors():
