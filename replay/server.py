@@ -56,11 +56,11 @@ REQUEST_DEADLINE_S = 60.0  # plain HTTP: a whole request body, however it trickl
 GOING_AWAY_S = 1.0  # on shutdown, how long clients get to answer the 1001 close
 STARVED_EVERY_S = 10.0  # at most one "out of file descriptors" line this often
 STARVED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+MAX_FRAME = 32 * 1024 * 1024  # the API takes 15 MiB of audio per append, ~20 MiB of base64
+EARLY_S = 0.001  # model output due within this is sent now (timers wake late; this centres the lateness)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 logger = logging.getLogger(__name__)
-MAX_FRAME = 32 * 1024 * 1024  # the API takes 15 MiB of audio per append, ~20 MiB of base64
-EARLY_S = 0.001  # model output due within this is sent now (timers wake late; this centres the lateness)
 
 
 @dataclass

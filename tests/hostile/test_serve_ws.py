@@ -72,7 +72,8 @@ async def test_a_key_with_bytes_beyond_ascii_is_refused_cleanly() -> None:
     async with ReplayServer(None, ServerOptions(speed=0, api_key="sk-right")) as server, \
             connect(server.ws_url(), additional_headers={"Authorization": "Bearer sk-0123456789\u00ff\u00fe"}) as ws:
         error = await recv(ws)
-        assert error["error"]["code"] == "invalid_api_key" and "Incorrect API key provided: sk-..." in error["error"]["message"]
+        assert error["error"]["code"] == "invalid_api_key"
+        assert "Incorrect API key provided: sk-..." in error["error"]["message"]
         with pytest.raises(ConnectionClosed) as closed:
             await recv(ws)
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 3000
@@ -132,3 +133,26 @@ async def test_a_long_running_server_releases_finished_sessions() -> None:
                 await until(ws, "session.created")
         await asyncio.wait_for(asyncio.gather(*(s.closed.wait() for s in server.sessions)), 10)
         assert [s.index for s in server.sessions] == [0, 1]
+
+
+async def test_a_bug_of_ours_on_a_session_closes_it_1011_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Whatever trips the server on one session, its client is told (1011) and `serve` prints one line."""
+    from replay.engine import Conversation
+
+    def broken(self: Conversation, data: str | bytes) -> Any:
+        raise RuntimeError("\x1b[2Jboom")
+
+    monkeypatch.setattr(Conversation, "receive_client", broken)
+    lines: list[str] = []
+    async with ReplayServer(None, ServerOptions(speed=0, on_event=lines.append)) as server, \
+            connect(server.ws_url(), additional_headers=AUTH) as ws:
+        await until(ws, "session.created")
+        await ws.send('{"type":"input_audio_buffer.clear"}')
+        with pytest.raises(ConnectionClosed) as closed:
+            await recv(ws)
+        for _ in range(100):
+            if len(lines) > 1:
+                break
+            await asyncio.sleep(0.05)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
+    assert len(lines) == 2 and "internal error: RuntimeError: \\x1b[2Jboom" in lines[1], lines
