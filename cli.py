@@ -79,13 +79,18 @@ def main(
 @app.command()
 def serve(
     cassette: Annotated[str, typer.Argument(help="Cassette file, or the name of a bundled one.")],
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port on 127.0.0.1; 0 picks a free one.")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks a free one.")] = 8765,
+    host: Annotated[str, typer.Option(help="Address to bind. Beyond loopback (0.0.0.0, ::, a LAN address) it needs "
+                                      "--api-key, or --insecure-any-key.")] = "127.0.0.1",
     speed: Annotated[float, typer.Option(help="Timing factor: 1 as recorded, 0 as fast as possible.")] = 1.0,
     strict: Annotated[bool, typer.Option("--strict/--lenient",
                                          help="Fail a session whose client diverges from the recording.")] = False,
-    api_key: Annotated[str | None, typer.Option("--api-key", help="Refuse any other key, as the real server "
-                                                "does (default: any non-empty key).")] = None,
+    api_key: Annotated[str | None, typer.Option("--api-key", help="Refuse any other key, on the WebSocket and "
+                                                "over HTTP, as the real server does (default: any non-empty key "
+                                                "on the WebSocket, none checked over HTTP).")] = None,
+    insecure_any_key: Annotated[bool, typer.Option("--insecure-any-key", help="With a --host beyond loopback and no "
+                                                   "--api-key: serve anyone who can reach the port, whatever "
+                                                   "key they send.")] = False,
     session: Annotated[int | None, typer.Option(help="Replay this WebSocket session of the cassette for every "
                                                 "connection (default: the Nth connection gets the Nth).")] = None,
     rules: Annotated[Path | None, typer.Option(help="JSON file overriding unverified error messages.")] = None,
@@ -100,42 +105,67 @@ def serve(
                                            "many ms late, as over a network, and a cancel takes twice as "
                                            "long.")] = 0.0,
 ) -> None:
-    """Serve a cassette as a Realtime API on ws://HOST:PORT/v1/realtime."""
-    from replay.server import ReplayServer, ServerOptions, serve_forever
+    """Serve a cassette as a Realtime API on ws://HOST:PORT/v1/realtime.
+
+    Ctrl-C or SIGTERM closes the live sessions with 1001 (going away) and exits 0.
+    """
+    from replay.server import ReplayServer, ServerOptions, exposure, serve_forever, url_host
 
     with clear_errors():
         if speed < 0 or max_session_minutes <= 0 or not 0 <= latency < float("inf"):
             raise ValueError("--speed and --latency must be >= 0, and --max-session-minutes > 0")
+        exposed = exposure(host)
+        if exposed is not None and api_key is None and not insecure_any_key:
+            raise ValueError(f"--host {host} serves {exposed}, and without --api-key any key is accepted: "
+                             "set --api-key KEY, or pass --insecure-any-key to serve anyone who can reach it")
         loaded = load(resolve_cassette(cassette))
         if session is not None and not 0 <= session < len(loaded.sessions):
             raise ValueError(f"--session {session}: the cassette has {len(loaded.sessions)} WebSocket session(s)")
         options = ServerOptions(speed=speed, strict=strict, api_key=api_key, session_index=session,
                                 rules=RuleBook.from_file(rules) if rules else RuleBook(), reject_beta=reject_beta,
                                 max_session_s=max_session_minutes * 60, play_user=play_user, latency_ms=latency,
-                                on_event=_say)
+                                on_event=_say, finished_kept=0)
         server = ReplayServer(loaded, options, host=host, port=port)
 
     def ready(srv: ReplayServer) -> None:
         extras = "".join([", the user played on the recorded timeline" if play_user else "",
                           f", latency {latency:g} ms" if latency else ""])
-        console.print(f"[bold]rtreplay[/] serving [cyan]{escape(loaded.name)}[/] ({len(loaded.sessions)} session(s), "
-                      f"speed {speed:g}, {'strict' if strict else 'lenient'}{extras})")
+        console.print(f"[bold]rtreplay[/] serving [cyan]{escape(visible(loaded.name))}[/] "
+                      f"({len(loaded.sessions)} session(s), speed {speed:g}, {'strict' if strict else 'lenient'}"
+                      f"{extras})")
         _say(f"  WebSocket: {srv.ws_url()}")
         _say(f"  export OPENAI_BASE_URL={srv.http_base_url}")
+        _say_exposure(host, url_host(host), exposed, api_key is not None)
         for warning in srv.warnings():
             _say(f"  warning: {warning}")
         console.print("  Ctrl-C to stop. A line per connection and per divergence from the recording follows.")
 
     try:
-        asyncio.run(serve_forever(server, ready))
-    except KeyboardInterrupt:
-        pass
+        stopped_by, closed = asyncio.run(serve_forever(server, ready))
+    except KeyboardInterrupt:  # a second Ctrl-C while shutting down
+        return
     except OSError as exc:
         fail(_listen_error(host, port, exc))
+    _say(f"stopped ({stopped_by}): {closed} live session(s) closed with 1001 going away")
+
+
+def _say_exposure(host: str, shown_host: str, exposed: str | None, keyed: bool) -> None:
+    """`serve`'s note on a bind beyond loopback: who can connect, and which address the URLs above use."""
+    if exposed is None:
+        return
+    who = "but only with the --api-key key" if keyed else "with any key"
+    _say(f"  warning: --host {host} serves {exposed}: anyone who can reach the port can connect, {who}")
+    if shown_host != host.strip("[]") and shown_host.strip("[]") != host.strip("[]"):
+        _say(f"  (the URLs above use {shown_host}, this machine's loopback; from elsewhere, use this machine's "
+             "address)")
 
 
 def _listen_error(host: str, port: int, exc: OSError) -> str:
-    why = os.strerror(exc.errno) if exc.errno else str(exc)
+    import socket
+
+    if isinstance(exc, socket.gaierror):  # a --host name that does not resolve
+        return f"cannot listen on {host}:{port}: {exc.strerror or exc} (check --host)"
+    why = os.strerror(exc.errno) if exc.errno else str(exc)  # asyncio's own strerror is a long sentence
     return f"cannot listen on {host}:{port}: {why} (choose another --port, or 0 for a free one)"
 
 

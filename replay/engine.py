@@ -19,6 +19,7 @@ from typing import Any
 from replay import protocol as p
 from replay.output import ModelOutput
 from replay.state import Event, Item, Part, Response, Snapshot, empty_usage, merge_session, silence_b64
+from replay.text import clip
 
 __all__ = ["Conversation", "Event", "Item", "Part", "Received", "Refusal", "Response", "Snapshot", "empty_usage",
            "silence_b64"]
@@ -113,7 +114,7 @@ class Conversation(ModelOutput):
             return self._refuse(event, refusal.rule, echo, **refusal.fields)
         except (KeyError, TypeError, AttributeError, ValueError, IndexError) as exc:
             # State the recording left malformed: answer as the real server does when it trips.
-            self.notes.append(f"{etype}: server error while answering ({type(exc).__name__}: {exc})")
+            self.notes.append(f"{etype}: server error while answering ({type(exc).__name__}: {clip(str(exc), 200)})")
             return self._refuse(event, "S1", echo)
 
     def _refuse(self, event: Event | None, rule: str, echo: str | None = None, **fields: Any) -> Received:

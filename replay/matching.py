@@ -12,6 +12,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from replay.text import visible
+
 UNCOMPARED = frozenset({"input_audio_buffer.append", "session.input_audio_buffer.append"})
 DEFAULT_IGNORE: tuple[str, ...] = (
     "event_id",
@@ -38,9 +40,14 @@ class Divergence:
         head = f"client frame #{self.client_index}"
         if self.kind == "unscripted":
             return f"{head}: not in the recording"
-        shown = "; ".join(f"{path}: recorded {_short(a)}, got {_short(b)}" for path, a, b in self.diff[:5])
+        shown = "; ".join(f"{_path(path)}: recorded {_short(a)}, got {_short(b)}" for path, a, b in self.diff[:5])
         more = f" (+{len(self.diff) - 5} more)" if len(self.diff) > 5 else ""
         return f"{head} vs recorded frame #{self.recorded_index} ({self.recorded_type}): {shown}{more}"
+
+
+def _path(path: str) -> str:
+    """A path holds the client's keys: shown visible, and cut as a value is."""
+    return visible(path if len(path) <= 120 else path[:117] + "...")
 
 
 def _short(value: Any) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from replay.text import clip
+
 Evidence = Literal["capture", "report", "spec", "inferred", "unverified"]
 EventIdPolicy = Literal["echo", "null"]
 
@@ -194,8 +196,13 @@ class RuleBook:
         return f"{rule.type}.{rule.code}" if rule.code else rule.type
 
     def error(self, rule_id: str, *, event_id: str | None, server_event_id: str, **fields: Any) -> dict[str, Any]:
-        """The `error` server event for a rule, all five inner keys present (reference §6.1)."""
+        """The `error` server event for a rule, all five inner keys present (reference §6.1).
+
+        A client's string quoted in it (an item id, a parameter name) is cut to CLIENT_TEXT_LIMIT: a 10 MB id
+        gets an error of a readable size, and so do the logs and verdict reasons that quote it.
+        """
         rule = self.rules[rule_id]
+        fields = {key: clip(value) if isinstance(value, str) else value for key, value in fields.items()}
         return {
             "type": "error",
             "event_id": server_event_id,

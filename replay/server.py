@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import ipaddress
 import json
+import logging
+import re
+import signal
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, quote, urlsplit
 
 import h11
 from websockets.datastructures import Headers
@@ -38,13 +44,23 @@ from replay.player import ResponsePlayer, Speech, User
 from replay.protocol import AUDIO_DELTA_TYPES, Dialect, IdFactory
 from replay.rules import RuleBook
 from replay.script import Script, script_of
+from replay.text import clip, shown
 from replay.wirelog import WireLog
-from replay.wsio import receive_frames, send_pending, serve_connection
+from replay.wsio import HEAD_TIMEOUT_S, peer_of, plain_response, receive_frames, send_pending, serve_connection
 
 REALTIME_PATHS = ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime")
 MAX_HEAD = 64 * 1024
+MAX_BODY = 1024 * 1024  # a plain-HTTP request body (client_secrets, calls' SDP): 1 MiB is plenty; more is 413
+IDLE_TIMEOUT_S = 10.0  # plain HTTP: a body that stops arriving, or a response nobody reads, this long is closed
+REQUEST_DEADLINE_S = 60.0  # plain HTTP: a whole request body, however it trickles in
+GOING_AWAY_S = 1.0  # on shutdown, how long clients get to answer the 1001 close
+STARVED_EVERY_S = 10.0  # at most one "out of file descriptors" line this often
+STARVED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 MAX_FRAME = 32 * 1024 * 1024  # the API takes 15 MiB of audio per append, ~20 MiB of base64
 EARLY_S = 0.001  # model output due within this is sent now (timers wake late; this centres the lateness)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +79,11 @@ class ServerOptions:
     play_user: bool = False  # voice turns on the recorded timeline, whatever audio the client appends
     latency_ms: float = 0.0  # every frame reaches the client this late, and a cancel takes twice as long
     on_event: Callable[[str], None] | None = None  # one line per connection and per divergence, for `serve`
+    # Finished sessions kept in `ReplayServer.sessions` (None: all, for the runner and tests that read them
+    # after the connection; a long-running `serve` keeps none, so its memory does not grow per session).
+    finished_kept: int | None = None
+    head_timeout_s: float = HEAD_TIMEOUT_S
+    idle_timeout_s: float = IDLE_TIMEOUT_S
 
 
 @dataclass
@@ -143,6 +164,8 @@ class ReplayServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._live: set[_Connection] = set()
         self._connections = 0
+        self._starved_at: float | None = None  # when the last "out of file descriptors" line was printed
+        self._starved_missed = 0  # accept() failures since that line
 
     # -- lifecycle
 
@@ -151,9 +174,17 @@ class ReplayServer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
-    async def close(self) -> None:
+    async def close(self, *, going_away: bool = False) -> int:
+        """Stop listening and end every connection; with ``going_away``, how many live sessions were closed 1001.
+
+        Without it the sockets are dropped (a test's way to cut a connection). With it, as a server
+        shutting down (`serve` stopped), each live session is told so and gets a moment to answer the close.
+        """
         if self._server is not None:
             self._server.close()
+        going = self.end_sessions("rtreplay: the server is shutting down", code=1001) if going_away else 0
+        if going and self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=GOING_AWAY_S)
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
@@ -161,12 +192,13 @@ class ReplayServer:
         if self._server is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        return going
 
-    def end_sessions(self, reason: str = "rtreplay: the case is over") -> int:
-        """Close every live session normally (1000), as a server ending the conversation would; how many."""
+    def end_sessions(self, reason: str = "rtreplay: the case is over", code: int = 1000) -> int:
+        """Close every live session (normally: 1000), as a server ending the conversation would; how many."""
         live = [c for c in self._live if c.protocol.state is State.OPEN]
         for connection in live:
-            connection.end(reason)
+            connection.end(reason, code)
         return len(live)
 
     async def __aenter__(self) -> ReplayServer:
@@ -182,10 +214,43 @@ class ReplayServer:
 
     @property
     def http_base_url(self) -> str:
-        return f"http://{self.host}:{self.port}/v1"
+        return f"http://{url_host(self.host)}:{self.port}/v1"
 
     def ws_url(self, model: str | None = None) -> str:
-        return f"ws://{self.host}:{self.port}/v1/realtime?model={model or self.model}"
+        return f"ws://{url_host(self.host)}:{self.port}/v1/realtime?model={quote(model or self.model, safe='-._~:')}"
+
+    def _say(self, line: str) -> None:
+        """One console line (`serve`); whatever a client sent in it is already made visible and cut."""
+        if self.options.on_event is not None:
+            self.options.on_event(line)
+
+    def out_of_descriptors(self, exc: OSError) -> None:
+        """accept() failed for want of descriptors: one line now and then, not a traceback per attempt.
+
+        asyncio stops accepting for a second and retries by itself; each silent connection is closed
+        after the head timeout, so the server serves again once descriptors free up.
+        """
+        now = time.monotonic()
+        if self._starved_at is None:
+            asyncio.get_running_loop().call_later(1.0, self._probe_descriptors)
+        elif now - self._starved_at < STARVED_EVERY_S:
+            self._starved_missed += 1
+            return
+        again = f" ({self._starved_missed} more attempt(s) failed since the last line)" if self._starved_missed else ""
+        self._starved_at, self._starved_missed = now, 0
+        name = errno.errorcode.get(exc.errno or 0, "?")
+        self._say(f"out of file descriptors ({name}: {exc.strerror}): new connections wait until some close "
+                  f"(a silent one is closed after {self.options.head_timeout_s:g} s){again}")
+
+    def _probe_descriptors(self) -> None:
+        """Once a descriptor can be had again, say so (asyncio's own retry accepts within a second)."""
+        try:
+            socket.socket().close()
+        except OSError:
+            asyncio.get_running_loop().call_later(1.0, self._probe_descriptors)
+            return
+        self._starved_at, self._starved_missed = None, 0
+        self._say("descriptors are free again: accepting connections")
 
     # -- connections
 
@@ -193,30 +258,98 @@ class ReplayServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        peer = peer_of(writer)
+
+        def internal(exc: Exception) -> None:
+            logger.debug("internal error on a connection from %s", peer, exc_info=exc)
+            self._say(f"{peer}: internal error: {type(exc).__name__}: {shown(str(exc), 300)}")
+
         try:
             await serve_connection(reader, writer, lambda head: self._websocket(reader, writer, head),
-                                   lambda head: self._http(reader, writer, head))
+                                   lambda head: self._http(reader, writer, head),
+                                   on_error=internal if self.options.on_event is not None else None,
+                                   head_timeout=self.options.head_timeout_s,
+                                   on_refused=lambda line: self._say(f"refused {shown(line, 300)}"))
         finally:
             self._tasks.discard(task)
 
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
-        conn = h11.Connection(h11.SERVER)
+        """One request, one response, close: the body capped at MAX_BODY, and never waited for forever."""
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         conn.receive_data(head)
         request = conn.next_event()
         if not isinstance(request, h11.Request):
             return
-        length = int(dict(request.headers).get(b"content-length", b"0") or 0)
-        body = await reader.readexactly(length) if length else b""
-        conn.receive_data(body)
-        status, headers, payload = self._recorded_http(request.method.decode(), request.target.decode())
+        method, target = request.method.decode("ascii", "replace"), request.target.decode("ascii", "replace")
+        peer, what = peer_of(writer), f"{method} {target}"
+        refusal = self._http_refusal(request)
+        if refusal is not None:
+            await _refuse_http(writer, 401, json.dumps(refusal), "application/json")
+            self._say(f"refused {peer}: {shown(what, 300)}: 401 ({refusal['error']['code'] or 'no key'})")
+            return
+        try:
+            async with asyncio.timeout(REQUEST_DEADLINE_S):
+                await self._read_body(conn, request, reader, writer)
+        except _BodyTooLarge:
+            await _refuse_http(writer, 413, f"the request body is over {MAX_BODY} bytes")
+            self._say(f"refused {peer}: {shown(what, 300)}: 413 Content Too Large (over {MAX_BODY} bytes)")
+            return
+        except TimeoutError:
+            await _refuse_http(writer, 408, "the request body stopped arriving")
+            self._say(f"refused {peer}: {shown(what, 300)}: 408 Request Timeout (the body stopped arriving)")
+            return
+        except h11.RemoteProtocolError as exc:
+            await _refuse_http(writer, 400, clip(str(exc), 200))
+            self._say(f"refused {peer}: {shown(what, 300)}: 400 Bad Request ({shown(str(exc), 200)})")
+            return
+        status, headers, payload = self._recorded_http(method, target)
         headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding",
                                                                     "content-encoding", "connection")]
         headers += [("content-length", str(len(payload))), ("connection", "close")]
-        out = conn.send(h11.Response(status_code=status, headers=headers))
-        out += conn.send(h11.Data(data=payload)) or b""
-        out += conn.send(h11.EndOfMessage()) or b""
+        try:
+            out = conn.send(h11.Response(status_code=status, headers=headers)) or b""
+            out += conn.send(h11.Data(data=payload)) or b""
+            out += conn.send(h11.EndOfMessage()) or b""
+        except h11.LocalProtocolError as exc:  # a recorded response h11 will not frame (a bad header)
+            out = plain_response(500, f"rtreplay: the recorded response cannot be sent: {exc}")
         writer.write(out)
-        await writer.drain()
+        with contextlib.suppress(TimeoutError):  # a client that never reads its answer does not hold us
+            async with asyncio.timeout(self.options.idle_timeout_s):
+                await writer.drain()
+
+    async def _read_body(self, conn: h11.Connection, request: h11.Request, reader: asyncio.StreamReader,
+                         writer: asyncio.StreamWriter) -> bytes:
+        """The request body, read as it comes: a declared length over the cap is refused before any of it."""
+        if any(name == b"content-length" and int(value) > MAX_BODY for name, value in request.headers):
+            raise _BodyTooLarge
+        body = bytearray()
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if conn.they_are_waiting_for_100_continue:
+                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+                async with asyncio.timeout(self.options.idle_timeout_s):
+                    conn.receive_data(await reader.read(65536))
+            elif isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > MAX_BODY:
+                    raise _BodyTooLarge
+            elif isinstance(event, h11.EndOfMessage):
+                return bytes(body)
+            else:
+                raise h11.RemoteProtocolError("the connection closed before the request was complete")
+
+    def _http_refusal(self, request: h11.Request) -> dict[str, Any] | None:
+        """With --api-key, the HTTP side refuses other keys too, as the real API does (401)."""
+        if self.options.api_key is None:
+            return None
+        key = _api_key(Headers([(k.decode("latin-1"), v.decode("ascii", "surrogateescape"))
+                                for k, v in request.headers]))
+        if key == self.options.api_key:
+            return None
+        rule, fields = ("T17-bad-key", {"masked": _masked(key)}) if key else ("T17-auth", {})
+        error = self.options.rules.error(rule, event_id=None, server_event_id="", **fields)["error"]
+        return {"error": {k: v for k, v in error.items() if k != "event_id"}}
 
     def _recorded_http(self, method: str, target: str) -> tuple[int, list[tuple[str, str]], bytes]:
         path = urlsplit(target).path
@@ -242,7 +375,12 @@ class ReplayServer:
         )
         protocol.receive_data(head)
         events = protocol.events_received()
+        peer = peer_of(writer)
         if not events or not isinstance(events[0], Request):
+            why = shown(str(protocol.handshake_exc.__cause__ or protocol.handshake_exc), 200) \
+                if protocol.handshake_exc is not None else "not an HTTP request"
+            writer.write(plain_response(400, f"Failed to open a WebSocket connection: {why}."))
+            self._say(f"refused {peer}: WebSocket upgrade: 400 Bad Request ({why})")
             return
         request = events[0]
         url = urlsplit(request.path)
@@ -252,16 +390,32 @@ class ReplayServer:
         protocol.send_response(response)
         send_pending(protocol, writer)
         if response.status_code != 101:
+            why = (response.body or b"").decode("utf-8", "replace").strip()
+            self._say(f"refused {peer}: WebSocket upgrade {shown(url.path, 200)}: {response.status_code} "
+                      f"{response.reason_phrase} ({shown(why, 300)})")
             return
-        peer = writer.get_extra_info("peername")
-        address = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) and len(peer) >= 2 else "?"
-        session = self._new_session(request, url.path, parse_qs(url.query), address)
+        session = self._new_session(request, url.path, parse_qs(url.query), peer)
         connection = _Connection(self, session, protocol, reader, writer)
         self._live.add(connection)
         try:
             await connection.run(self._refusal(request, url.query))
+        except Exception:
+            connection.abandon()  # the client is told, as by the real server's 1011
+            raise
         finally:
             self._live.discard(connection)
+            session.window_closed.set()
+            session.closed.set()
+            self._release_finished()
+
+    def _release_finished(self) -> None:
+        """Forget finished sessions beyond the ones the options keep (a long-running `serve` keeps none)."""
+        kept = self.options.finished_kept
+        if kept is None:
+            return
+        finished = [s for s in self.sessions if s.closed.is_set()]
+        for session in finished[:max(0, len(finished) - kept)]:
+            self.sessions.remove(session)
 
     def session_choice(self, index: int) -> int:
         """Which recorded session a connection replays: the one asked for, else the next in turn."""
@@ -293,9 +447,8 @@ class ReplayServer:
         session = LiveSession(index, dialect, path, model, engine, script, WireLog(), cut=self.cut, client=peer)
         self.sessions.append(session)
         self.session_started.set()
-        if self.options.on_event is not None:
-            self.options.on_event(f"session {index}: {dialect} client, model {engine.session.get('model')}, "
-                                  f"from {peer}")
+        self._say(f"session {index}: {dialect} client, model {shown(str(engine.session.get('model')), 200)}, "
+                  f"from {peer}")
         return session
 
     def _refusal(self, request: Request, query: str) -> tuple[str, dict[str, Any]] | None:
@@ -328,6 +481,12 @@ def wants_beta(headers: Headers) -> bool:
 
 
 def _api_key(headers: Headers) -> str | None:
+    """The client's key, as text: bytes beyond ASCII (surrogate escapes in websockets' headers) read as UTF-8."""
+    key = _key_in(headers)
+    return key.encode("utf-8", "surrogateescape").decode("utf-8", "replace") if key is not None else None
+
+
+def _key_in(headers: Headers) -> str | None:
     auth = headers.get("Authorization", "")
     if auth.lower().startswith("bearer ") and auth[7:].strip():
         return auth[7:].strip()
@@ -405,12 +564,20 @@ class _Connection:
             session.window_closed.set()
             session.closed.set()
 
-    def end(self, reason: str) -> None:
+    def end(self, reason: str, code: int = 1000) -> None:
         if self.protocol.state is State.OPEN:
             self._flush()
-            self.session.log.mark(self.now(), f"close 1000 {reason}")
-            self.protocol.send_close(1000, reason)
+            self.session.log.mark(self.now(), f"close {code} {reason}")
+            self.protocol.send_close(code, reason)
             send_pending(self.protocol, self.writer)
+
+    def abandon(self) -> None:
+        """The server failed on this session: close 1011, as a server does on its own error."""
+        self.session.failure = self.session.failure or "rtreplay: internal error (see the console)"
+        if self.protocol.state is State.OPEN:
+            self.protocol.send_close(1011, "rtreplay: internal error")
+            with contextlib.suppress(Exception):
+                send_pending(self.protocol, self.writer)
 
     def _close_with(self, rule_id: str, **fields: Any) -> None:
         """An error frame and, in the same instant, the close the rule says (handshake refusals, expiry)."""
@@ -727,10 +894,8 @@ class _Connection:
             user.client_typed("response")
 
     def _divergence(self, divergence: Divergence) -> None:
-        text = f"session {self.session.index}: {divergence.describe()}"
-        on_event = self.server.options.on_event
-        if on_event is not None:
-            on_event(("strict replay: " if self.server.options.strict else "divergence: ") + text)
+        text = f"session {self.session.index}: {shown(divergence.describe())}"
+        self.server._say(("strict replay: " if self.server.options.strict else "divergence: ") + text)
         if self.server.options.strict:
             self.session.failure = f"strict replay: {divergence.describe()}"
             self.session.log.mark(self.now(), self.session.failure)
@@ -745,23 +910,114 @@ def _wire(event: Event) -> bytes:
     if isinstance(delta, str) and len(delta) > 256 and event.get("type") in AUDIO_DELTA_TYPES:
         head = json.dumps({k: v for k, v in event.items() if k != "delta"}, ensure_ascii=False,
                           separators=(",", ":"))
-        return f'{head[:-1]},"delta":"{delta}"}}'.encode()
-    return json.dumps(event, ensure_ascii=False, separators=(",", ":")).encode()
+        return _utf8(f'{head[:-1]},"delta":"{delta}"}}')
+    return _utf8(json.dumps(event, ensure_ascii=False, separators=(",", ":")))
+
+
+def _utf8(text: str) -> bytes:
+    """UTF-8, with a lone surrogate (valid JSON from a client: ``"\\ud800"``) written back as its JSON escape.
+
+    It can only stand inside a JSON string, where ``\\ud800`` is the same value; a JavaScript server's
+    ``JSON.stringify`` writes it so. Frames stay valid UTF-8 and the session lives on.
+    """
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text).encode()
 
 
 def _fit(text: str, limit: int) -> str:
     """The text cut to ``limit`` UTF-8 bytes (a close reason's room), with an ellipsis when cut."""
-    data = text.encode()
+    data = _utf8(text)
     if len(data) <= limit:
-        return text
+        return data.decode()
     return data[: limit - 3].decode("utf-8", "ignore") + "..."
 
 
-async def serve_forever(server: ReplayServer, on_ready: Callable[[ReplayServer], None] | None = None) -> None:
-    await server.start()
-    if on_ready is not None:
-        on_ready(server)
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _refuse_http(writer: asyncio.StreamWriter, status: int, why: str,
+                       content_type: str = "text/plain; charset=utf-8") -> None:
+    """Answer and close without reading what else the client sends (a bounded moment for it to see the answer)."""
+    writer.write(plain_response(status, why, content_type))
+    if writer.can_write_eof():
+        with contextlib.suppress(OSError):
+            writer.write_eof()
+    with contextlib.suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(1.0):
+            await writer.drain()
+
+
+def url_host(host: str) -> str:
+    """The host as a URL writes it: IPv6 in brackets, and a wildcard bind as the loopback address it answers on."""
     try:
-        await asyncio.Event().wait()
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return host or "127.0.0.1"  # a name (localhost), or "" for every interface
+    if address.is_unspecified:
+        address = ipaddress.ip_address("::1" if address.version == 6 else "127.0.0.1")
+    return f"[{str(address).replace('%', '%25')}]" if address.version == 6 else str(address)
+
+
+def exposure(host: str) -> str | None:
+    """What binding ``host`` opens beyond this machine (None: loopback only). Names are resolved."""
+    if not host.strip("[]"):
+        return "every network interface of this machine"
+    try:
+        addresses = [ipaddress.ip_address(host.strip("[]"))]
+    except ValueError:
+        try:
+            infos = socket.getaddrinfo(host, None, type=socket.SOCK_STREAM)
+        except OSError:
+            return None  # the bind fails with its own clear error
+        addresses = [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+    if any(a.is_unspecified for a in addresses):
+        return "every network interface of this machine"
+    outside = sorted({str(a) for a in addresses if not a.is_loopback})
+    return f"the network, at {', '.join(outside)}" if outside else None
+
+
+async def serve_forever(server: ReplayServer,
+                        on_ready: Callable[[ReplayServer], None] | None = None) -> tuple[str, int]:
+    """Serve until SIGINT or SIGTERM; then close live sessions 1001. The signal's name, and how many were closed.
+
+    The loop's exception handler turns accept()'s "out of system resource" into one line now and then.
+    """
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        received.append(sig.name)
+        stop.set()
+
+    previous = loop.get_exception_handler()
+
+    def on_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if isinstance(exc, OSError) and exc.errno in STARVED_ERRNOS and "socket" in context:
+            server.out_of_descriptors(exc)
+        elif previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(on_loop_error)
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):  # no signals off the main thread
+            loop.add_signal_handler(sig, on_signal, sig)
+            handled.append(sig)
+    try:
+        await server.start()
+        if on_ready is not None:
+            on_ready(server)
+        await stop.wait()
     finally:
-        await server.close()
+        closed = await server.close(going_away=True)  # a second signal meanwhile changes nothing
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+        loop.set_exception_handler(previous)
+    return (received[0] if received else "stop"), closed

@@ -6,10 +6,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
 
+import h11
 from websockets.frames import Frame
 from websockets.protocol import State
 from websockets.server import ServerProtocol
+
+from replay.text import clip
+
+HEAD_TIMEOUT_S = 10.0  # to send a request head: a connection silent longer holds a descriptor for nothing
 
 
 def send_pending(protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
@@ -62,12 +68,34 @@ def _buffered(reader: asyncio.StreamReader) -> bytes:
 
 async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
                            websocket: Callable[[bytes], Awaitable[None]], http: Callable[[bytes], Awaitable[None]],
-                           on_error: Callable[[Exception], None] | None = None) -> None:
-    """Read the request head, hand the connection to the WebSocket or the plain-HTTP side, close it."""
+                           on_error: Callable[[Exception], None] | None = None, *,
+                           head_timeout: float = HEAD_TIMEOUT_S,
+                           on_refused: Callable[[str], None] | None = None) -> None:
+    """Read the request head, hand the connection to the WebSocket or the plain-HTTP side, close it.
+
+    A head that does not arrive within ``head_timeout`` seconds (a slow or silent client holding a
+    descriptor) closes the connection; one that is not HTTP/1.1 (a bad request line, a TLS ClientHello,
+    conflicting lengths, no Host) is answered ``400``, one over the reader's limit ``431``, and only
+    well-formed heads reach the handlers. ``on_refused`` gets one line for each.
+    """
     try:
-        head = await reader.readuntil(b"\r\n\r\n")
+        try:
+            async with asyncio.timeout(head_timeout):
+                head = await reader.readuntil(b"\r\n\r\n")
+        except TimeoutError:
+            _refused(on_refused, writer, f"no complete request head within {head_timeout:g} s: closed")
+            return
+        except asyncio.LimitOverrunError:
+            writer.write(plain_response(431, "the request head is too large"))
+            _refused(on_refused, writer, "431 Request Header Fields Too Large")
+            return
+        problem = bad_head(head)
+        if problem is not None:
+            writer.write(plain_response(400, problem))
+            _refused(on_refused, writer, f"400 Bad Request ({problem})")
+            return
         await (websocket(head) if b"upgrade: websocket" in head.lower() else http(head))
-    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+    except (asyncio.IncompleteReadError, ConnectionError):
         pass
     except asyncio.CancelledError:
         pass  # shutdown cancels live connections; asyncio's stream callback must not see it re-raised
@@ -79,3 +107,37 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
         with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down: the task ends here
             await writer.wait_closed()
+
+
+def bad_head(head: bytes) -> str | None:
+    """Why a request head is not one HTTP/1.1 request h11 accepts, or None."""
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=len(head) + 1)
+    conn.receive_data(head)
+    try:
+        event = conn.next_event()
+    except h11.RemoteProtocolError as exc:
+        return clip(str(exc), 200)
+    return None if isinstance(event, h11.Request) else "not an HTTP request"
+
+
+def plain_response(status: int, text: str, content_type: str = "text/plain; charset=utf-8") -> bytes:
+    """A complete response that closes the connection (the request may be unusable)."""
+    body = f"{text}\n".encode("utf-8", "backslashreplace")
+    reason = HTTPStatus(status).phrase
+    headers = [("Content-Type", content_type), ("Content-Length", str(len(body))), ("Connection", "close")]
+    lines = [f"HTTP/1.1 {status} {reason}", *(f"{k}: {v}" for k, v in headers)]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1", "replace") + body
+
+
+def peer_of(writer: asyncio.StreamWriter) -> str:
+    """The client's address as ``host:port`` (``[v6]:port``), for console lines."""
+    peer = writer.get_extra_info("peername")
+    if not isinstance(peer, tuple) or len(peer) < 2:
+        return "?"
+    host = str(peer[0])
+    return f"[{host}]:{peer[1]}" if ":" in host else f"{host}:{peer[1]}"
+
+
+def _refused(on_refused: Callable[[str], None] | None, writer: asyncio.StreamWriter, what: str) -> None:
+    if on_refused is not None:
+        on_refused(f"{peer_of(writer)}: {what}")
