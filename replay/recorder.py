@@ -329,7 +329,8 @@ class RecordingProxy:
             await serve_connection(reader, writer, lambda head: self._websocket(reader, writer, head),
                                    lambda head: self._http(reader, writer, head),
                                    on_error=lambda exc: self.problems.append(f"internal error on a connection: "
-                                                                             f"{exc!r}"))
+                                                                             f"{exc!r}"),
+                                   on_refused=lambda line: self._notice(f"refused: {line}"))
         finally:
             self._tasks.discard(task)
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from replay.files import read_text
 from replay.text import clip
 
 Evidence = Literal["capture", "report", "spec", "inferred", "unverified"]
@@ -176,9 +177,7 @@ class RuleBook:
     def from_file(cls, path: str | Path) -> RuleBook:
         """Overrides as a JSON object ``{"T3": "message template", ...}``."""
         try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise RuleConfigError(f"{path}: cannot read: {exc.strerror}") from None
+            data = json.loads(read_text(Path(path), "a rules file is JSON", RuleConfigError))
         except json.JSONDecodeError as exc:
             raise RuleConfigError(f"{path}: not JSON: {exc}") from None
         if not isinstance(data, dict):
