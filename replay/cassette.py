@@ -62,7 +62,7 @@ class _FastLoader(_Loader):
     def construct_document(self, node: Any) -> Any:
         try:
             return self._build(node)
-        except _Unsafe:
+        except UnsafeYAML:
             raise
         except Exception:  # PyYAML decides: the same value its own way, or its own error...
             _bounds(node, {}, 0, limit=_distinct(node) + MAX_ALIAS_NODES)  # ...bounded (merge keys expand too)
@@ -92,13 +92,13 @@ class _FastLoader(_Loader):
                 nodes, _ = _bounds(node, sizes, depth, limit=MAX_ALIAS_NODES)
                 added += nodes
                 if added > MAX_ALIAS_NODES:
-                    raise _Unsafe(_TOO_MANY)
+                    raise UnsafeYAML(_TOO_MANY)
                 return done
             if key in built:
-                raise _Unsafe(_RECURSIVE)
+                raise UnsafeYAML(_RECURSIVE)
             depth += 1
             if depth > MAX_DEPTH:
-                raise _Unsafe(_TOO_DEEP)
+                raise UnsafeYAML(_TOO_DEEP)
             built[key] = in_progress
             if kind is yaml.SequenceNode and tag == _SEQ:
                 value: Any = [build(child) for child in node.value]
@@ -120,12 +120,26 @@ _TOO_MANY = f"its YAML aliases expand to more than {MAX_ALIAS_NODES:,} nodes"
 _RECURSIVE = "a YAML alias refers to a node that contains it (a recursive structure)"
 
 
-class _Unsafe(Exception):
+class UnsafeYAML(ValueError):
     """A document no consumer could walk in bounded time and memory; the message says why."""
 
 
+
+def parse_yaml(text: str) -> tuple[Any, Any]:
+    """(root node, data) of a YAML document, within the loader's bounds: `yaml.YAMLError` or `UnsafeYAML`.
+
+    For other YAML formats read beside cassettes (the importer's): the node gives line numbers.
+    """
+    loader = _FastLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    finally:
+        loader.dispose()
+
+
 def _bounds(root: Any, sizes: dict[int, tuple[int, int]], depth: int, *, limit: int) -> tuple[int, int]:
-    """(nodes, nesting) of ``root`` with every alias expanded, at ``depth``; `_Unsafe` past ``limit`` nodes
+    """(nodes, nesting) of ``root`` with every alias expanded, at ``depth``; `UnsafeYAML` past ``limit`` nodes
     or `MAX_DEPTH` levels.
 
     Iterative and memoized by node, so it is linear in the nodes as written, however far aliases
@@ -144,12 +158,12 @@ def _bounds(root: Any, sizes: dict[int, tuple[int, int]], depth: int, *, limit: 
         collections = [c for c in children if c.__class__ is not yaml.ScalarNode]
         if not children_done:
             if key in open_nodes:
-                raise _Unsafe(_RECURSIVE)
+                raise UnsafeYAML(_RECURSIVE)
             open_nodes.add(key)
             stack.append((node, True))
             for child in collections:
                 if id(child) in open_nodes:
-                    raise _Unsafe(_RECURSIVE)
+                    raise UnsafeYAML(_RECURSIVE)
                 if id(child) not in sizes:
                     stack.append((child, False))
             continue
@@ -161,11 +175,11 @@ def _bounds(root: Any, sizes: dict[int, tuple[int, int]], depth: int, *, limit: 
             nodes += child_nodes
             height = max(height, child_height)
             if nodes > limit:
-                raise _Unsafe(_TOO_MANY)
+                raise UnsafeYAML(_TOO_MANY)
         sizes[key] = (nodes, height + 1)
     nodes, height = sizes[id(root)]
     if depth + height > MAX_DEPTH:
-        raise _Unsafe(_TOO_DEEP)
+        raise UnsafeYAML(_TOO_DEEP)
     return nodes, height
 
 
@@ -383,7 +397,7 @@ def loads(raw: str, path: str | Path = "<string>") -> Cassette:
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise CassetteError(f"{where}: not valid YAML{at}: {problem}") from None
-    except _Unsafe as exc:
+    except UnsafeYAML as exc:
         raise CassetteError(f"{where}: refused: {exc}") from None
     return from_data(data, path)
 
@@ -445,7 +459,7 @@ def _from_plain(plain: Any, path: Path) -> Cassette:
     return Cassette(metadata, parsed, path)
 
 
-MAX_T = 86_400  # seconds: a frame's time since the socket opened (a Realtime session lasts at most 60 minutes)
+MAX_T = 10**10  # seconds: a frame's time since the socket opened (or, imported, a clock's), finite
 # A compacted payload replays as that many bytes of silence, so its size is bounded: 60 minutes (the
 # longest Realtime session) of the densest format, pcm16 at 24 kHz, 48 bytes per ms, for a session in all.
 MAX_AUDIO_BYTES = 60 * 60_000 * 48
@@ -521,7 +535,7 @@ def _session(interaction: dict[str, Any], websocket: Any, at: str) -> WebSocketS
             raise CassetteError(f"{fat}: must be a mapping with 't', 'from' and 'event'")
         t = raw.get("t")
         if not isinstance(t, int | float) or isinstance(t, bool) or not 0 <= t <= MAX_T:
-            raise CassetteError(f"{fat}.t: must be a number of seconds from 0 to {MAX_T}, got {t!r}")
+            raise CassetteError(f"{fat}.t: must be a number of seconds from 0 to {MAX_T:.0e}, got {_shown_value(t)}")
         if t < last_t:
             raise CassetteError(f"{fat}.t: {t} goes back in time (previous frame at {last_t})")
         last_t = float(t)
