@@ -99,7 +99,8 @@ def read_bytes(path: str, *, limit: int = MAX_FILE_BYTES, dir_fd: int | None = N
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
-            raise NotAFile(errno.EINVAL, f"not a regular file ({_kind(st.st_mode)})", path)
+            code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
+            raise NotAFile(code, f"not a regular file ({_kind(st.st_mode)})", path)
         if st.st_size > limit:
             raise NotAFile(errno.EFBIG, f"{st.st_size} bytes, more than the {_size(limit)} a file may be here",
                            path)
