@@ -15,6 +15,8 @@ import contextlib
 import errno
 import gc
 import hashlib
+import itertools
+import operator
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -340,7 +342,7 @@ def _load(path: Path) -> Cassette:
     key = _CACHE.key(raw)
     cached = _CACHE.get(key)
     if cached is not None:
-        with contextlib.suppress(TypeError, ValueError, AttributeError):  # not what this loader writes: parse again
+        with contextlib.suppress(TypeError, ValueError, KeyError):  # not what this loader writes: parse it again
             return _from_plain(cached, path)
     try:
         text = raw.decode("utf-8")
@@ -444,19 +446,43 @@ def _to_plain(cassette: Cassette) -> tuple[Any, ...]:
 
 
 def _from_plain(plain: Any, path: Path) -> Cassette:
-    """Inverse of `_to_plain`; the data was validated when the entry was written."""
+    """Inverse of `_to_plain`. The entry is ours (key, length and CRC-32 checked), yet its shape is checked
+    again, column by column in C-speed passes (a few per cent of a hit): an entry of any other shape
+    raises TypeError, ValueError or KeyError, and the caller parses the file instead. What is inside
+    each event is checked where the session is compiled (`replay.script.check_session`), as for a parse."""
     metadata, interactions = plain
-    if not isinstance(metadata, dict):
-        raise TypeError("metadata")
+    if type(metadata) is not dict or type(interactions) is not list:
+        raise TypeError("not an entry")
     parsed: list[WebSocketSession | dict[str, Any]] = []
-    for item in interactions:
-        if isinstance(item, dict):
+    for index, item in enumerate(interactions):
+        if type(item) is dict:
+            if not isinstance(item.get("request"), dict) or not isinstance(item.get("response"), dict):
+                raise TypeError("not an interaction")
+            _check_http(item, f"{path}: interactions[{index}]")
             parsed.append(item)
-        else:
-            uri, dialect, ts, sources, events, texts, binaries, request_headers, response_headers, close = item
-            frames = list(map(Frame, ts, sources, events, texts, binaries))
-            parsed.append(WebSocketSession(uri, dialect, frames, request_headers, response_headers, close))
+            continue
+        if type(item) is not tuple:
+            raise TypeError("not a session")
+        uri, dialect, ts, sources, events, texts, binaries, request_headers, response_headers, close = item
+        columns = (ts, sources, events, texts, binaries)
+        if type(uri) is not str or dialect not in DIALECTS or any(type(c) is not list or len(c) != len(ts)
+                                                                  for c in columns):
+            raise TypeError("not a session")
+        if not (set(map(type, ts)) <= _FLOAT and set(sources) <= _SOURCES and set(map(type, events)) <= _EVENTS
+                and set(map(type, texts)) <= _TEXTS and set(map(type, binaries)) <= _BINARIES
+                and all(map(operator.le, ts, itertools.islice(ts, 1, None)))
+                and (not ts or 0 <= ts[0] <= ts[-1] <= MAX_T)):
+            raise ValueError("not the frames a load makes")
+        if type(request_headers) is not dict or type(response_headers) is not dict or not (
+                close is None or type(close) is dict):
+            raise TypeError("not a session")
+        frames = list(map(Frame, ts, sources, events, texts, binaries))
+        parsed.append(WebSocketSession(uri, dialect, frames, request_headers, response_headers, close))
     return Cassette(metadata, parsed, path)
+
+
+_FLOAT, _SOURCES = frozenset({float}), frozenset({"client", "server"})
+_EVENTS, _TEXTS, _BINARIES = (frozenset({kind, type(None)}) for kind in (dict, str, bytes))
 
 
 MAX_T = 10**10  # seconds: a frame's time since the socket opened (or, imported, a clock's), finite
@@ -470,7 +496,7 @@ def _optional(value: Any, kind: type) -> bool:
     return value is None or (isinstance(value, kind) and not isinstance(value, bool))
 
 
-def _compacted_bytes(payload: Any, at: str) -> int:
+def compacted_bytes(payload: Any, at: str) -> int:
     """The size a compacted audio payload stands for; anything but a base64 string or ``{"$audio": {"bytes": N}}``
     is refused, and N must be a whole number of bytes within `MAX_AUDIO_BYTES`."""
     inner = payload.get("$audio") if isinstance(payload, dict) else None
@@ -548,7 +574,7 @@ def _session(interaction: dict[str, Any], websocket: Any, at: str) -> WebSocketS
                 raise CassetteError(f"{fat}.event: must be a mapping with a string 'type'")
             key = AUDIO_FIELD.get(event["type"])
             if key is not None and not isinstance(event.get(key), str | None):
-                audio += _compacted_bytes(event[key], f"{fat}.event.{key}")
+                audio += compacted_bytes(event[key], f"{fat}.event.{key}")
                 if audio > MAX_AUDIO_BYTES:
                     raise CassetteError(f"{fat}.event.{key}: the session's compacted audio comes to more than "
                                         f"{MAX_AUDIO_BYTES:,} bytes ({_AUDIO_BOUND})")
@@ -601,4 +627,4 @@ def expand_audio(event: dict[str, Any]) -> dict[str, Any]:
     payload = event.get(key) if key else None
     if key is None or not isinstance(payload, dict) or "$audio" not in payload:
         return event
-    return {**event, key: silence_b64(_compacted_bytes(payload, f"{event.get('type')}.{key}"))}
+    return {**event, key: silence_b64(compacted_bytes(payload, f"{event.get('type')}.{key}"))}

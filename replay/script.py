@@ -19,7 +19,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from replay.cassette import AUDIO_FIELD, Cassette, CassetteError, WebSocketSession
+from replay.cassette import (
+    AUDIO_FIELD,
+    MAX_AUDIO_BYTES,
+    MAX_T,
+    Cassette,
+    CassetteError,
+    WebSocketSession,
+    compacted_bytes,
+)
 from replay.dialect import normalize
 
 # Step kinds, in the order a response streams them; the engine renders each into its wire event.
@@ -376,15 +384,37 @@ def check_session(session: WebSocketSession, where: str = "session") -> None:
     this checks what is inside the events, so no recorded value reaches the engine, the players or the
     wire in a shape they cannot take: a cassette is refused here with the frame's path instead.
     """
+    last = 0.0
+    audio = 0
     for index, frame in enumerate(session.frames):
-        if frame.event is not None:
-            check_event(frame.event, f"{where}.frames[{index}].event")
+        at = f"{where}.frames[{index}]"
+        t = frame.t
+        if type(t) is not float or not last <= t <= MAX_T or frame.source not in ("client", "server") \
+                or not isinstance(frame.text, str | None) or not isinstance(frame.binary, bytes | None):
+            raise CassetteError(f"{at}: not a frame the loader makes (t, from, text or binary)")
+        last = t
+        event = frame.event
+        if event is None:
+            if frame.text is None and frame.binary is None:
+                raise CassetteError(f"{at}: needs one of 'event', 'text' or 'binary'")
+            continue
+        if not isinstance(event, dict):
+            raise CassetteError(f"{at}.event: must be a mapping with a string 'type'")
+        check_event(event, f"{at}.event")
+        key = AUDIO_FIELD.get(event["type"])
+        if key is not None and not isinstance(event.get(key), str | None):
+            audio += compacted_bytes(event[key], f"{at}.event.{key}")
+            if audio > MAX_AUDIO_BYTES:
+                raise CassetteError(f"{at}.event.{key}: the session's compacted audio is more than "
+                                    f"{MAX_AUDIO_BYTES:,} bytes")
 
 
 def check_event(event: dict[str, Any], at: str) -> None:
     """One recorded event (a mapping with a string ``type``), as `check_session` checks each; ``at`` names it."""
+    etype = event.get("type")
+    if not isinstance(etype, str):
+        raise CassetteError(f"{at}: must be a mapping with a string 'type'")
     _fields(event, _EVENT, at)
-    etype = event["type"]
     if etype in _TEXT_DELTAS and not _text(event.get("delta")):
         raise CassetteError(f"{at}.delta: must be a string (or null), got {_shown(event['delta'])}")
     item = event.get("item")

@@ -111,7 +111,7 @@ def mutate(data: dict[str, Any], path: Path_, new: Any) -> Any:
 
 
 def raw_data(path: Path) -> dict[str, Any]:
-    data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)  # noqa: S506
+    data = yaml.load(path.read_text(encoding="utf-8"), Loader=yaml.CSafeLoader)
     assert isinstance(data, dict)
     return data
 
@@ -179,7 +179,7 @@ async def _serve(cassette: Cassette) -> None:
 def run_one(path: Path, data: dict[str, Any], mutation: tuple[Path_, Any], *, serve: bool) -> str | None:
     """None when the mutated cassette is used or refused cleanly; else the traceback's last line."""
     where, new = mutation
-    mutated = marshal.loads(marshal.dumps(mutate(data, where, new)))  # noqa: S302 - a deep copy, our own data
+    mutated = marshal.loads(marshal.dumps(mutate(data, where, new)))
     try:
         cassette = from_data(mutated, path)
         use(cassette, serve=serve)
@@ -187,7 +187,7 @@ def run_one(path: Path, data: dict[str, Any], mutation: tuple[Path_, Any], *, se
         message = str(exc)
         if not message.startswith(str(path)) or "\n" in message:
             return f"unclear CassetteError: {message!r}"
-    except Exception as exc:  # noqa: BLE001 - exactly what this test is for
+    except Exception as exc:
         frame = traceback.extract_tb(exc.__traceback__)[-1]
         return f"{type(exc).__name__}: {exc} ({Path(frame.filename).name}:{frame.lineno})"
     return None
