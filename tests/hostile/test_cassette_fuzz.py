@@ -201,8 +201,8 @@ def all_mutations() -> list[tuple[Path, dict[str, Any], tuple[Path_, Any]]]:
     return out
 
 
-STRIDE = 7  # every 7th mutation in the suite: a few hundred, every cassette, every kind of change
-SERVE_EVERY = 5  # of those, every 5th is also served
+STRIDE = 20  # every 20th mutation in the suite: some 2,200, every cassette, every kind of change
+SERVE_EVERY = 40  # of those, every 40th is also printed in full and served
 
 
 def test_single_field_mutations_of_every_bundled_cassette_fail_cleanly() -> None:
