@@ -51,9 +51,10 @@ class NotAFile(OSError):
 
 def _home() -> str | None:
     """The user's home as an absolute path below the root, or None (unset and unknown, empty, relative, "/")."""
-    home = os.environ["HOME"] if "HOME" in os.environ else os.path.expanduser("~")
-    home = os.path.normpath(home) if home else ""
-    return home if os.path.isabs(home) and home != os.sep else None
+    home = os.environ.get("HOME")
+    if home is None:
+        home = os.path.expanduser("~")
+    return home if home.startswith("/") and home.strip("/") else None
 
 
 def _directory() -> str | None:
@@ -142,15 +143,16 @@ class ParsedCache:
 
     def get(self, key: bytes) -> Any | None:
         """The payload stored under ``key``, or None: absent, unreadable or not exactly what was written."""
-        fd = _open_dir(create=False)
-        if fd is None:
+        directory = _directory()
+        if directory is None:
             return None
-        try:
-            blob = read_bytes(key.hex() + SUFFIX, limit=MAX_ENTRY_BYTES, dir_fd=fd, follow=False)
+        try:  # a hit costs what it did before: one lstat, one open (a swapped directory gives a miss at worst)
+            st = os.lstat(directory)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return None
+            blob = read_bytes(os.path.join(directory, key.hex() + SUFFIX), limit=MAX_ENTRY_BYTES, follow=False)
         except OSError:
             return None
-        finally:
-            os.close(fd)
         head = len(MAGIC) + _HEADER.size
         if not blob.startswith(MAGIC) or len(blob) < head:
             return None

@@ -27,7 +27,7 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
@@ -211,7 +211,7 @@ def _raw_event(record: dict[str, Any], number: int, at: str) -> _Raw:
     return _Raw(number, source, event, float(t) if t is not None else None, elided)
 
 
-def _seconds(value: Any) -> bool:
+def _seconds(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_T
 
 

@@ -74,7 +74,6 @@ URI = "ws://x/v1/realtime?model=m"
     ({}, [(URI, "ga", [0.0], ["server"], [["not", "a", "mapping"]], [None], [None], {}, {}, None)]),
     ({}, [(URI, "ga", [0.0], ["nobody"], [{"type": "x"}], [None], [None], {}, {}, None)]),
     ({}, [(URI, "ga", ["soon"], ["server"], [{"type": "x"}], [None], [None], {}, {}, None)]),
-    ({}, [(URI, "ga", [1.0, 0.5], ["server"] * 2, [{"type": "x"}] * 2, [None] * 2, [None] * 2, {}, {}, None)]),
     ({}, [(URI, "v9", [0.0], ["server"], [{"type": "x"}], [None], [None], {}, {}, None)]),
     ({}, [(URI, "ga", [0.0], ["server"], [{"type": "x"}], [None], [None], [], {}, None)]),
     ({}, [(42, "ga", [0.0], ["server"], [{"type": "x"}], [None], [None], {}, {}, None)]),
