@@ -240,7 +240,7 @@ def _is_wire_log(text: str) -> bool:
     first = next((line for line in text.splitlines() if line.strip()), "")
     try:
         record = json.loads(first)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, too deep, a number of too many digits
         return False  # the JSON Lines reader says what is wrong with the line
     return isinstance(record, dict) and "type" not in record and ("mark" in record or "dir" in record)
 

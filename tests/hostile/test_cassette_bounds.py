@@ -160,3 +160,31 @@ def test_an_audio_payload_is_base64_or_compacted(payload: str) -> None:
 
 def yaml_value(value: object) -> str:
     return "true" if value is True else "null" if value is None else repr(value)
+
+
+# ---------------------------------------------------------------------------- import
+
+
+def test_import_reads_a_yaml_capture_within_the_same_bounds(tmp_path: Path) -> None:
+    capture = tmp_path / "capture.yaml"
+    capture.write_text(billion_laughs().replace("interactions: [{request:", "other: [{request:")
+                       + "interactions: [{kind: message, direction: received, data: {type: x, bomb: *a8}}]\n",
+                       encoding="utf-8")
+    result = run_cli("import", str(capture), "-o", str(tmp_path / "out.yaml"))
+    assert_one_clear_line(result, capture, "refused", "aliases expand to more than")
+    assert not (tmp_path / "out.yaml").exists()
+
+
+def test_import_refuses_an_event_nested_deeper_than_a_cassette_may_be(tmp_path: Path) -> None:
+    capture = tmp_path / "deep.jsonl"
+    capture.write_text('{"type": "session.created", "session": {"x": ' + "[" * 95 + "]" * 95 + "}}\n",
+                       encoding="utf-8")
+    result = run_cli("import", str(capture), "-o", str(tmp_path / "out.yaml"))
+    assert_one_clear_line(result, capture, "deep.jsonl:1: session.created: the event is nested more than 90 levels")
+
+
+def test_import_refuses_a_number_python_will_not_convert(tmp_path: Path) -> None:
+    capture = tmp_path / "digits.jsonl"
+    capture.write_text('{"type": "x", "n": ' + "9" * 5000 + "}\n", encoding="utf-8")
+    result = run_cli("import", str(capture), "-o", str(tmp_path / "out.yaml"))
+    assert_one_clear_line(result, capture, "digits.jsonl:1: not valid JSON")

@@ -66,7 +66,7 @@ def test_an_error_naming_a_frame_says_its_text_as_escapes(tmp_path: Path) -> Non
             "dialect": "ga", "frames": [{"t": 0, "from": "server", "event": {
                 "type": "response.output_item.added", "item": {"id": ["x", ESC_CLEAR + LINK]}}}]}}}]}),
         encoding="utf-8")
-    for command in (["show"], ["lint"], ["check", "--list", "--cassette"]):
+    for command in (["show"], ["lint"], ["check", "--list", "--cassette"], ["serve", "--port", "0"]):
         result = CliRunner().invoke(app, [*command, str(path)], terminal_width=400)
         assert result.exit_code == 2, result.output
         assert "interactions[0].response.websocket.frames[0].event.item.id: must be a string" in result.output
