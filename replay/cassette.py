@@ -27,6 +27,7 @@ from replay.cassette_cache import NotAFile, ParsedCache, read_bytes
 from replay.engine import silence_b64
 from replay.files import write_atomic
 from replay.protocol import AUDIO_DELTA_TYPES, DIALECTS, Dialect
+from replay.text import visible
 
 try:
     from yaml import CSafeDumper as _Dumper
@@ -291,7 +292,8 @@ class Cassette:
 
     @property
     def name(self) -> str:
-        return self.path.stem if self.path else str(self.metadata.get("name", "cassette"))
+        """The file's stem (or the metadata's name), as a line may show it: a shared file names itself."""
+        return visible(self.path.stem if self.path else str(self.metadata.get("name", "cassette")))
 
     def to_data(self) -> dict[str, Any]:
         return {

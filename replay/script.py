@@ -29,6 +29,7 @@ from replay.cassette import (
     compacted_bytes,
 )
 from replay.dialect import normalize
+from replay.text import visible
 
 # Step kinds, in the order a response streams them; the engine renders each into its wire event.
 STEP_OF: dict[str, str] = {
@@ -409,11 +410,17 @@ def check_session(session: WebSocketSession, where: str = "session") -> None:
                                     f"{MAX_AUDIO_BYTES:,} bytes")
 
 
+MAX_TYPE = 200  # characters of an event's type; the protocol's longest is under 60
+
+
 def check_event(event: dict[str, Any], at: str) -> None:
     """One recorded event (a mapping with a string ``type``), as `check_session` checks each; ``at`` names it."""
     etype = event.get("type")
     if not isinstance(etype, str):
         raise CassetteError(f"{at}: must be a mapping with a string 'type'")
+    if len(etype) > MAX_TYPE or visible(etype) != etype:  # it names cuts and cases on every console and report
+        raise CassetteError(f"{at}.type: must be an event name (at most {MAX_TYPE} characters, no control "
+                            f"characters), got {_shown(etype)}")
     _fields(event, _EVENT, at)
     if etype in _TEXT_DELTAS and not _text(event.get("delta")):
         raise CassetteError(f"{at}.delta: must be a string (or null), got {_shown(event['delta'])}")

@@ -28,7 +28,7 @@ def hostile_cassette(tmp_path: Path) -> Path:
         "interactions": [
             {"request": {"uri": f"ws://x/v1/realtime?model={LINK}{ESC_CLEAR}", "method": "GET"},
              "response": {"status": {"code": 101}, "websocket": {"dialect": "ga", "frames": [
-                 {"t": 0, "from": "server", "event": {"type": "session.created" + ESC_CLEAR, "session": {}}},
+                 {"t": 0, "from": "server", "event": {"type": "session.created", "session": {}}},
                  {"t": 0.1, "from": "server", "event": {"type": "error", "error": {
                      "code": LINK, "message": ESC_CLEAR + "boom" + OSC8}}},
                  {"t": 0.2, "from": "client", "text": LINK + ESC_CLEAR},
@@ -39,7 +39,7 @@ def hostile_cassette(tmp_path: Path) -> Path:
              "response": {"status": {"code": 200}}},
         ],
     })
-    path = tmp_path / "hostile.yaml"
+    path = tmp_path / f"hostile{ESC_CLEAR}.yaml"  # the file's own name too
     path.write_text(text, encoding="utf-8")
     return path
 
@@ -49,6 +49,7 @@ def test_show_prints_recorded_markup_and_escapes_as_text(tmp_path: Path) -> None
     assert result.exit_code == 0, result.output
     assert "\x1b" not in result.output and "\u009b" not in result.output
     assert result.output.count(LINK) >= 4  # origin, model, item id, error code, close reason, HTTP line: literally
+    assert "hostile\\x1b[2J\\x1b[H" in result.output  # the file's name
     assert "\\x1b[2J" in result.output and "license=\\x1b]8;;https://evil.example" in result.output
 
 
@@ -59,17 +60,21 @@ def test_lint_findings_say_recorded_text_as_escapes(tmp_path: Path) -> None:
     assert LINK in result.output and "\\x1b[2J\\x1b[Hboom" in result.output
 
 
-def test_an_error_naming_a_frame_says_its_text_as_escapes(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("event", "expected"), [
+    ({"type": "response.output_item.added", "item": {"id": ["x", ESC_CLEAR + LINK]}},
+     "event.item.id: must be a string"),
+    ({"type": "response.done" + ESC_CLEAR}, "event.type: must be an event name"),
+])
+def test_an_error_naming_a_frame_says_its_text_as_escapes(tmp_path: Path, event: dict[str, object],
+                                                          expected: str) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text(json.dumps({"version": 1, "interactions": [
         {"request": {"uri": "ws://x", "method": "GET"}, "response": {"status": {"code": 101}, "websocket": {
-            "dialect": "ga", "frames": [{"t": 0, "from": "server", "event": {
-                "type": "response.output_item.added", "item": {"id": ["x", ESC_CLEAR + LINK]}}}]}}}]}),
-        encoding="utf-8")
+            "dialect": "ga", "frames": [{"t": 0, "from": "server", "event": event}]}}}]}), encoding="utf-8")
     for command in (["show"], ["lint"], ["check", "--list", "--cassette"], ["serve", "--port", "0"]):
         result = CliRunner().invoke(app, [*command, str(path)], terminal_width=400)
         assert result.exit_code == 2, result.output
-        assert "interactions[0].response.websocket.frames[0].event.item.id: must be a string" in result.output
+        assert f"interactions[0].response.websocket.frames[0].{expected}" in result.output
         assert "\x1b" not in result.output and "Traceback" not in result.output
 
 
