@@ -9,9 +9,11 @@ Entries live in ``$XDG_CACHE_HOME/rtreplay`` (or ``$HOME/.cache/rtreplay``), a d
 0700 that must be a real directory (not a symlink), belong to the user and be writable by nobody
 else; otherwise the cache is not used. An empty or relative ``$XDG_CACHE_HOME`` is ignored, as the
 XDG spec says; an empty, relative or root (``/``) ``$HOME`` means no cache at all, never a directory
-at the top of the file system. The directory is opened once (``O_NOFOLLOW``) and every entry is
-opened, written and renamed relative to that handle, so a symlink planted in its place, or in place
-of an entry, is never followed. Every failure (no home, a read-only or foreign directory, a corrupt,
+at the top of the file system. A write opens the directory (``O_NOFOLLOW``), checks it through that
+handle and creates, renames and prunes entries relative to it; a read checks the directory with
+``lstat`` and opens its entry ``O_NOFOLLOW``. A symlink planted as the directory or as an entry is
+never followed (a directory swapped between a read's two calls is at worst a miss: every entry is
+checked). Every failure (no home, a read-only or foreign directory, a corrupt,
 truncated or hostile entry, data marshal cannot hold) means a plain parse, never an error. Entries
 are written to a temporary file and renamed, carry their key, length and CRC-32, and are checked on
 every read.
