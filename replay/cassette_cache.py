@@ -192,23 +192,23 @@ def _share_strings(value: Any, seen: dict[Any, Any], done: dict[int, Any]) -> An
     """Equal strings become one object, so marshal writes each once and loading allocates each once.
 
     Keys are interned as well: a loaded event's ``"type"`` lookups then compare pointers. A container
-    met again (a YAML alias) stays one object (``done``), so marshal writes it once, by reference: an
-    alias is never expanded into copies.
+    met again (a YAML alias) stays one object (``done``, by the id of the original, which the caller's
+    payload keeps alive), so marshal writes it once, by reference: an alias is never expanded into copies.
     """
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return seen.setdefault(value, value)
-    if isinstance(value, dict | list | tuple):
-        shared = done.get(id(value))
-        if shared is not None:
-            return shared[1]
-        if isinstance(value, dict):
-            copy: Any = {sys.intern(k) if type(k) is str else k: _share_strings(v, seen, done)
-                         for k, v in value.items()}
-        elif isinstance(value, list):
+    if kind is dict or kind is list or kind is tuple:
+        copy = done.get(id(value))
+        if copy is not None:
+            return copy
+        if kind is dict:
+            copy = {sys.intern(k) if type(k) is str else k: _share_strings(v, seen, done) for k, v in value.items()}
+        elif kind is list:
             copy = [_share_strings(v, seen, done) for v in value]
         else:
             copy = tuple(_share_strings(v, seen, done) for v in value)
-        done[id(value)] = (value, copy)  # the original kept alive, so its id is not reused meanwhile
+        done[id(value)] = copy
         return copy
     return value
 
