@@ -465,9 +465,7 @@ def _from_plain(plain: Any, path: Path) -> Cassette:
         if type(item) is not tuple:
             raise TypeError("not a session")
         uri, dialect, ts, sources, events, texts, binaries, request_headers, response_headers, close = item
-        columns = (ts, sources, events, texts, binaries)
-        if type(uri) is not str or dialect not in DIALECTS or any(type(c) is not list or len(c) != len(ts)
-                                                                  for c in columns):
+        if type(uri) is not str or dialect not in DIALECTS:
             raise TypeError("not a session")
         if not (set(map(type, ts)) <= _FLOAT and set(sources) <= _SOURCES and set(map(type, events)) <= _EVENTS):
             raise ValueError("not the frames a load makes")
