@@ -101,11 +101,12 @@ def test_an_entry_with_events_no_load_makes_is_refused_when_compiled(tmp_path: P
         script_of(load(GOOD), 0)
 
 
-def test_an_entry_marshal_cannot_read_is_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("data", [b"[\x05\x00\x00\x00i\x01\x00\x00\x00", b"\xff", b"(\x01\x00\x00\x00\xfe"],
+                         ids=["a list that ends early", "an unknown type code", "a tuple of one unknown item"])
+def test_an_entry_marshal_cannot_read_is_a_miss(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, data: bytes) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     raw = GOOD.read_bytes()
     key = _CACHE.key(raw)
-    data = b"[\xff\xff\xff\x7f"  # a list that says it holds 2**31 - 1 items, then ends
     blob = cassette_cache.MAGIC + cassette_cache._HEADER.pack(key, len(data), zlib.crc32(data)) + data
     (tmp_path / "rtreplay").mkdir(mode=0o700)
     (tmp_path / "rtreplay" / (key.hex() + cassette_cache.SUFFIX)).write_bytes(blob)
