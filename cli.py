@@ -175,22 +175,10 @@ def show(
     session: Annotated[int | None, typer.Option(help="Only this WebSocket session.")] = None,
 ) -> None:
     """Print a cassette as a timeline: time, direction, type, key fields, audio as ms."""
-    from replay.render import timeline
+    from replay.render import show as show_cassette
 
     with clear_errors():
-        loaded = load(resolve_cassette(cassette))
-    meta = loaded.metadata
-    console.print(f"[bold]{escape(loaded.name)}[/]  origin={meta.get('origin')}  "
-                  f"source={escape(str(meta.get('source')))}  license={escape(str(meta.get('license')))}  "
-                  f"complete={meta.get('complete')}", highlight=False)
-    indexes = [session] if session is not None else list(range(len(loaded.sessions)))
-    for index in indexes:
-        if not 0 <= index < len(loaded.sessions):
-            fail(f"--session {index}: the cassette has {len(loaded.sessions)} WebSocket session(s)")
-        console.print(timeline(loaded, index))
-    for interaction in loaded.http_interactions:
-        request, response = interaction["request"], interaction["response"]
-        _say(f"HTTP {request['method']} {request['uri']} → {response['status']['code']}")
+        show_cassette(load(resolve_cassette(cassette)), console, session)
 
 
 def _safe(text: str) -> str:
@@ -768,17 +756,20 @@ def import_(
 
     if output.exists() and not force:
         fail(f"{output} exists; pass --force to replace it")
+    with clear_errors():
+        _writable("-o", output)  # before the trace is read: a run that cannot write says so first
     try:
         cassette = import_trace(trace, source=source, license=license_, compact=compact)
     except ImportFailed as exc:
         fail(str(exc))
-    with clear_errors():
+    try:
         cassette.save(output)
+    except OSError as exc:  # the user's path, never the temporary file beside it
+        fail(f"-o {output}: cannot write the cassette: {exc.strerror or exc}")
     frames = sum(len(s.frames) for s in cassette.sessions)
-    console.print(f"wrote {output}: {len(cassette.sessions)} session(s), {frames} frames, "
-                  f"license {cassette.metadata.get('license')}", highlight=False, markup=False)
-
-
+    license_text = cassette.metadata.get("license")
+    _say(f"wrote {output}: {len(cassette.sessions)} session(s), {frames} frames, "
+         + (f"license {license_text}" if license_text else "license unknown"))
 
 
 @app.command()
@@ -833,16 +824,16 @@ def lint(
     for name in cassettes:
         with clear_errors():
             loaded = load(resolve_cassette(name))
-        findings = [str(f) for f in lint_cassette(loaded)]
+            findings = [str(f) for f in lint_cassette(loaded)]
         if secrets:
             from replay.scrub import find_secrets
 
             findings += [f"{loaded.name}: [secret] {hit}" for hit in find_secrets(loaded)]
         for finding in findings:
-            console.print(finding, highlight=False, markup=False, soft_wrap=True)
+            console.print(visible(finding), highlight=False, markup=False, soft_wrap=True)
         total += len(findings)
         if not findings:
-            console.print(f"[green]ok[/] {escape(loaded.name)}", highlight=False)
+            console.print(f"[green]ok[/] {escape(visible(loaded.name))}", highlight=False)
     if total:
         console.print(f"[red]{total} finding(s)[/]")
         raise typer.Exit(1)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import gc
 import hashlib
 from collections.abc import Iterator
@@ -22,10 +23,11 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from replay.cassette_cache import ParsedCache, read_bytes
+from replay.cassette_cache import NotAFile, ParsedCache, read_bytes
 from replay.engine import silence_b64
-from replay.files import read_text, write_atomic
+from replay.files import write_atomic
 from replay.protocol import AUDIO_DELTA_TYPES, DIALECTS, Dialect
+from replay.text import visible
 
 try:
     from yaml import CSafeDumper as _Dumper
@@ -61,7 +63,10 @@ class _FastLoader(_Loader):
     def construct_document(self, node: Any) -> Any:
         try:
             return self._build(node)
-        except Exception:  # PyYAML decides: the same value its own way, or its own error
+        except UnsafeYAML:
+            raise
+        except Exception:  # PyYAML decides: the same value its own way, or its own error...
+            _bounds(node, {}, 0, limit=_distinct(node) + MAX_ALIAS_NODES)  # ...bounded (merge keys expand too)
             self.constructed_objects, self.recursive_objects = {}, {}
             return super().construct_document(node)
 
@@ -69,8 +74,12 @@ class _FastLoader(_Loader):
         built: dict[int, Any] = {}  # by node: an alias is the same object, as PyYAML makes it
         in_progress = object()
         constructors = self.yaml_constructors
+        depth = 0  # of the collection being built
+        sizes: dict[int, tuple[int, int]] = {}  # (nodes, depth) of an aliased node, expanded
+        added = 0  # nodes the aliases add to the tree as written
 
         def build(node: Any) -> Any:
+            nonlocal depth, added
             kind, tag = node.__class__, node.tag
             if kind is yaml.ScalarNode:
                 if tag == _STR:
@@ -80,10 +89,17 @@ class _FastLoader(_Loader):
                 return constructors[tag](self, node)
             key = id(node)
             done = built.get(key, in_progress)
-            if done is not in_progress:
+            if done is not in_progress:  # an alias: one object, but consumers walk it as often as it is used
+                nodes, _ = _bounds(node, sizes, depth, limit=MAX_ALIAS_NODES)
+                added += nodes
+                if added > MAX_ALIAS_NODES:
+                    raise UnsafeYAML(_TOO_MANY)
                 return done
             if key in built:
-                raise _NotPlain  # a node inside itself
+                raise UnsafeYAML(_RECURSIVE)
+            depth += 1
+            if depth > MAX_DEPTH:
+                raise UnsafeYAML(_TOO_DEEP)
             built[key] = in_progress
             if kind is yaml.SequenceNode and tag == _SEQ:
                 value: Any = [build(child) for child in node.value]
@@ -91,10 +107,97 @@ class _FastLoader(_Loader):
                 value = {build(key_node): build(value_node) for key_node, value_node in node.value}
             else:
                 raise _NotPlain
+            depth -= 1
             built[key] = value
             return value
 
         return build(root)
+
+
+MAX_DEPTH = 100  # levels of nesting; a cassette has about 15, an event's own data a few more
+MAX_ALIAS_NODES = 1_000_000  # nodes YAML aliases may add to a cassette when expanded (a billion laughs adds 10**9)
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
+_TOO_MANY = f"its YAML aliases expand to more than {MAX_ALIAS_NODES:,} nodes"
+_RECURSIVE = "a YAML alias refers to a node that contains it (a recursive structure)"
+
+
+class UnsafeYAML(ValueError):
+    """A document no consumer could walk in bounded time and memory; the message says why."""
+
+
+
+def parse_yaml(text: str) -> tuple[Any, Any]:
+    """(root node, data) of a YAML document, within the loader's bounds: `yaml.YAMLError` or `UnsafeYAML`.
+
+    For other YAML formats read beside cassettes (the importer's): the node gives line numbers.
+    """
+    loader = _FastLoader(text)
+    try:
+        root = loader.get_single_node()
+        return root, (loader.construct_document(root) if root is not None else None)
+    finally:
+        loader.dispose()
+
+
+def _bounds(root: Any, sizes: dict[int, tuple[int, int]], depth: int, *, limit: int) -> tuple[int, int]:
+    """(nodes, nesting) of ``root`` with every alias expanded, at ``depth``; `UnsafeYAML` past ``limit`` nodes
+    or `MAX_DEPTH` levels.
+
+    Iterative and memoized by node, so it is linear in the nodes as written, however far aliases
+    would expand them (and however long a chain of aliases is).
+    """
+    if root.__class__ is yaml.ScalarNode:
+        return 1, 0
+    stack: list[tuple[Any, bool]] = [(root, False)]
+    open_nodes: set[int] = set()
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if key in sizes and not children_done:
+            continue
+        children = [c for pair in node.value for c in pair] if node.__class__ is yaml.MappingNode else node.value
+        collections = [c for c in children if c.__class__ is not yaml.ScalarNode]
+        if not children_done:
+            if key in open_nodes:
+                raise UnsafeYAML(_RECURSIVE)
+            open_nodes.add(key)
+            stack.append((node, True))
+            for child in collections:
+                if id(child) in open_nodes:
+                    raise UnsafeYAML(_RECURSIVE)
+                if id(child) not in sizes:
+                    stack.append((child, False))
+            continue
+        open_nodes.discard(key)
+        nodes = 1 + len(children) - len(collections)
+        height = 0
+        for child in collections:
+            child_nodes, child_height = sizes[id(child)]
+            nodes += child_nodes
+            height = max(height, child_height)
+            if nodes > limit:
+                raise UnsafeYAML(_TOO_MANY)
+        sizes[key] = (nodes, height + 1)
+    nodes, height = sizes[id(root)]
+    if depth + height > MAX_DEPTH:
+        raise UnsafeYAML(_TOO_DEEP)
+    return nodes, height
+
+
+def _distinct(root: Any) -> int:
+    """Nodes as written: each node object once, however many aliases refer to it."""
+    seen: set[int] = set()
+    stack = [root]
+    while stack:
+        node = stack.pop()
+        if id(node) in seen:
+            continue
+        seen.add(id(node))
+        if node.__class__ is yaml.MappingNode:
+            stack += [c for pair in node.value for c in pair]
+        elif node.__class__ is yaml.SequenceNode:
+            stack += node.value
+    return len(seen)
 
 
 class _NotPlain(Exception):
@@ -189,7 +292,8 @@ class Cassette:
 
     @property
     def name(self) -> str:
-        return self.path.stem if self.path else str(self.metadata.get("name", "cassette"))
+        """The file's stem (or the metadata's name), as a line may show it: a shared file names itself."""
+        return visible(self.path.stem if self.path else str(self.metadata.get("name", "cassette")))
 
     def to_data(self) -> dict[str, Any]:
         return {
@@ -233,22 +337,33 @@ def load(path: str | Path) -> Cassette:
 def _load(path: Path) -> Cassette:
     try:
         raw = read_bytes(str(path))
-    except OSError:
-        return _load_text(path)
+    except OSError as exc:
+        raise CassetteError(f"{path}: {_unreadable(exc)}") from None
     key = _CACHE.key(raw)
     cached = _CACHE.get(key)
     if cached is not None:
-        with contextlib.suppress(TypeError, ValueError):  # not the shape this loader writes: parse it again
+        with contextlib.suppress(TypeError, ValueError, KeyError):  # not what this loader writes: parse it again
             return _from_plain(cached, path)
     try:
         text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        return _load_text(path)
+    except UnicodeDecodeError as exc:
+        raise CassetteError(f"{path}: not a text file (byte {exc.start} is not UTF-8; a cassette is YAML)") from None
     if "\r" in text:  # line ends as reading in text mode gives them
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     cassette = loads(text, path)
     _CACHE.put(key, _to_plain(cassette))
     return cassette
+
+
+def _unreadable(exc: OSError) -> str:
+    """Why a cassette file cannot be read, in the words `replay.files.read_text` uses."""
+    if isinstance(exc, FileNotFoundError):
+        return "no such cassette file"
+    if isinstance(exc, IsADirectoryError) or exc.errno == errno.EISDIR:
+        return "is a directory, not a cassette"
+    if isinstance(exc, NotAFile):
+        return f"{exc.strerror}: a cassette is a YAML file"
+    return f"cannot read: {exc.strerror or exc}"
 
 
 @contextlib.contextmanager
@@ -268,12 +383,13 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def _load_text(path: Path) -> Cassette:
-    """A file that is not readable UTF-8: `read_text` names what is wrong, in the words it always has."""
-    return loads(read_text(path, "a cassette is YAML", CassetteError), path)
-
-
 def loads(raw: str, path: str | Path = "<string>") -> Cassette:
+    """A cassette from its YAML text; `CassetteError` naming ``path`` for anything unusable.
+
+    Loading is bounded whatever the text: YAML aliases stay shared objects and may add at most
+    `MAX_ALIAS_NODES` nodes when expanded, nesting is at most `MAX_DEPTH` levels, and a node that
+    contains itself is refused, so nothing that walks a loaded cassette can run away.
+    """
     where = str(path)
     try:
         with _gc_paused():
@@ -283,10 +399,19 @@ def loads(raw: str, path: str | Path = "<string>") -> Cassette:
         at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise CassetteError(f"{where}: not valid YAML{at}: {problem}") from None
+    except UnsafeYAML as exc:
+        raise CassetteError(f"{where}: refused: {exc}") from None
+    return from_data(data, path)
+
+
+def from_data(data: Any, path: str | Path = "<string>") -> Cassette:
+    """A cassette from the plain data of its YAML document (what `loads` parses), checked."""
+    where = str(path)
     if not isinstance(data, dict):
         raise CassetteError(f"{where}: a cassette is a mapping with 'version' and 'interactions'")
-    if data.get("version") != 1:
-        raise CassetteError(f"{where}: unsupported cassette version {data.get('version')!r} (expected 1)")
+    version = data.get("version")
+    if type(version) is not int or version != 1:
+        raise CassetteError(f"{where}: unsupported cassette version {version!r} (expected 1)")
     interactions = data.get("interactions")
     if not isinstance(interactions, list):
         raise CassetteError(f"{where}: 'interactions' must be a list")
@@ -321,19 +446,74 @@ def _to_plain(cassette: Cassette) -> tuple[Any, ...]:
 
 
 def _from_plain(plain: Any, path: Path) -> Cassette:
-    """Inverse of `_to_plain`; the data was validated when the entry was written."""
+    """Inverse of `_to_plain`. The entry is ours (key, length and CRC-32 checked), yet its shape is checked
+    again, in C-speed passes over the columns (a few per cent of a hit): an entry of another shape raises
+    TypeError, ValueError or KeyError, and the caller parses the file instead. The rest (times in order,
+    text and binary frames, what is inside each event) is checked again where each session is compiled
+    (`replay.script.check_session`), with the one-line error a file gets."""
     metadata, interactions = plain
-    if not isinstance(metadata, dict):
-        raise TypeError("metadata")
+    if type(metadata) is not dict or type(interactions) is not list:
+        raise TypeError("not an entry")
     parsed: list[WebSocketSession | dict[str, Any]] = []
-    for item in interactions:
-        if isinstance(item, dict):
+    for index, item in enumerate(interactions):
+        if type(item) is dict:
+            if not isinstance(item.get("request"), dict) or not isinstance(item.get("response"), dict):
+                raise TypeError("not an interaction")
+            _check_http(item, f"{path}: interactions[{index}]")
             parsed.append(item)
-        else:
-            uri, dialect, ts, sources, events, texts, binaries, request_headers, response_headers, close = item
-            frames = list(map(Frame, ts, sources, events, texts, binaries))
-            parsed.append(WebSocketSession(uri, dialect, frames, request_headers, response_headers, close))
+            continue
+        if type(item) is not tuple:
+            raise TypeError("not a session")
+        uri, dialect, ts, sources, events, texts, binaries, request_headers, response_headers, close = item
+        if type(uri) is not str or dialect not in DIALECTS:
+            raise TypeError("not a session")
+        if not (set(map(type, ts)) <= _FLOAT and set(sources) <= _SOURCES and set(map(type, events)) <= _EVENTS):
+            raise ValueError("not the frames a load makes")
+        if type(request_headers) is not dict or type(response_headers) is not dict or not (
+                close is None or type(close) is dict):
+            raise TypeError("not a session")
+        frames = list(map(Frame, ts, sources, events, texts, binaries))
+        parsed.append(WebSocketSession(uri, dialect, frames, request_headers, response_headers, close))
     return Cassette(metadata, parsed, path)
+
+
+_FLOAT, _SOURCES, _EVENTS = frozenset({float}), frozenset({"client", "server"}), frozenset({dict, type(None)})
+
+
+MAX_T = 10**10  # seconds: a frame's time since the socket opened (or, imported, a clock's), finite
+# A compacted payload replays as that many bytes of silence, so its size is bounded: 60 minutes (the
+# longest Realtime session) of the densest format, pcm16 at 24 kHz, 48 bytes per ms, for a session in all.
+MAX_AUDIO_BYTES = 60 * 60_000 * 48
+_AUDIO_BOUND = "at most 60 minutes of pcm16 audio, 48 bytes per ms, in a session"
+
+
+def _optional(value: Any, kind: type) -> bool:
+    return value is None or (isinstance(value, kind) and not isinstance(value, bool))
+
+
+def compacted_bytes(payload: Any, at: str) -> int:
+    """The size a compacted audio payload stands for; anything but a base64 string or ``{"$audio": {"bytes": N}}``
+    is refused, and N must be a whole number of bytes within `MAX_AUDIO_BYTES`."""
+    inner = payload.get("$audio") if isinstance(payload, dict) else None
+    if not isinstance(inner, dict):
+        raise CassetteError(f"{at}: must be base64 audio or a compacted {{'$audio': {{'bytes': N}}}}, "
+                            f"got {_kind(payload)}")
+    size = inner.get("bytes")
+    if type(size) is not int or not 0 <= size <= MAX_AUDIO_BYTES:
+        raise CassetteError(f"{at}.$audio.bytes: must be a whole number of bytes from 0 to {MAX_AUDIO_BYTES:,} "
+                            f"({_AUDIO_BOUND}), got {_shown_value(size)}")
+    return size
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _shown_value(value: Any) -> str:
+    """A value for an error line: short, whatever it is."""
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _check_http(interaction: dict[str, Any], at: str) -> None:
@@ -369,13 +549,14 @@ def _session(interaction: dict[str, Any], websocket: Any, at: str) -> WebSocketS
         raise CassetteError(f"{at}.response.websocket.frames: must be a list")
     frames: list[Frame] = []
     last_t = 0.0
+    audio = 0  # compacted bytes so far
     for i, raw in enumerate(frames_raw):
         fat = f"{at}.response.websocket.frames[{i}]"
         if not isinstance(raw, dict):
             raise CassetteError(f"{fat}: must be a mapping with 't', 'from' and 'event'")
         t = raw.get("t")
-        if not isinstance(t, int | float) or isinstance(t, bool) or t < 0:
-            raise CassetteError(f"{fat}.t: must be a number of seconds >= 0, got {t!r}")
+        if not isinstance(t, int | float) or isinstance(t, bool) or not 0 <= t <= MAX_T:
+            raise CassetteError(f"{fat}.t: must be a number of seconds from 0 to {MAX_T:.0e}, got {_shown_value(t)}")
         if t < last_t:
             raise CassetteError(f"{fat}.t: {t} goes back in time (previous frame at {last_t})")
         last_t = float(t)
@@ -386,9 +567,17 @@ def _session(interaction: dict[str, Any], websocket: Any, at: str) -> WebSocketS
             event = raw["event"]
             if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                 raise CassetteError(f"{fat}.event: must be a mapping with a string 'type'")
+            key = AUDIO_FIELD.get(event["type"])
+            if key is not None and not isinstance(event.get(key), str | None):
+                audio += compacted_bytes(event[key], f"{fat}.event.{key}")
+                if audio > MAX_AUDIO_BYTES:
+                    raise CassetteError(f"{fat}.event.{key}: the session's compacted audio comes to more than "
+                                        f"{MAX_AUDIO_BYTES:,} bytes ({_AUDIO_BOUND})")
             frames.append(Frame(float(t), source, event=event))
         elif "text" in raw:
-            frames.append(Frame(float(t), source, text=str(raw["text"])))
+            if not isinstance(raw["text"], str):
+                raise CassetteError(f"{fat}.text: must be a string (a text frame that is not a JSON event)")
+            frames.append(Frame(float(t), source, text=raw["text"]))
         elif "binary" in raw:
             try:
                 frames.append(Frame(float(t), source, binary=base64.b64decode(str(raw["binary"]), validate=True)))
@@ -397,8 +586,10 @@ def _session(interaction: dict[str, Any], websocket: Any, at: str) -> WebSocketS
         else:
             raise CassetteError(f"{fat}: needs one of 'event', 'text' or 'binary'")
     close = websocket.get("close")
-    if close is not None and (not isinstance(close, dict) or not isinstance(close.get("code"), int | None)):
-        raise CassetteError(f"{at}.response.websocket.close: must be a mapping with an integer 'code'")
+    if close is not None and (not isinstance(close, dict) or not _optional(close.get("code"), int)
+                              or not _optional(close.get("reason"), str) or not _optional(close.get("by"), str)):
+        raise CassetteError(f"{at}.response.websocket.close: must be a mapping with an integer 'code', "
+                            "a string 'reason' and 'by'")
     return WebSocketSession(
         uri=uri,
         dialect=dialect,
@@ -431,7 +622,4 @@ def expand_audio(event: dict[str, Any]) -> dict[str, Any]:
     payload = event.get(key) if key else None
     if key is None or not isinstance(payload, dict) or "$audio" not in payload:
         return event
-    size = payload["$audio"].get("bytes")
-    if not isinstance(size, int) or size < 0:
-        raise CassetteError(f"{event.get('type')}: '$audio.bytes' must be a whole number of bytes")
-    return {**event, key: silence_b64(size)}
+    return {**event, key: silence_b64(compacted_bytes(payload, f"{event.get('type')}.{key}"))}

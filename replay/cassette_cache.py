@@ -5,23 +5,34 @@ same data back from ``marshal`` costs a few ms per MB. An entry is found by the 
 cassette's bytes and of the loader's own code, so an edited cassette, or a changed loader, is never
 served from an old entry: it simply has no entry yet.
 
-Entries live in ``$XDG_CACHE_HOME/rtreplay`` (or ``~/.cache/rtreplay``), a directory of mode 0700
-that must belong to the user and be writable by nobody else; otherwise the cache is not used. Every
-failure (no home, a read-only or foreign directory, a corrupt or truncated entry, data marshal cannot
-hold) means a plain parse, never an error. Entries are written to a temporary file and renamed, carry
-their key, length and CRC-32, and are checked on every read.
+Entries live in ``$XDG_CACHE_HOME/rtreplay`` (or ``$HOME/.cache/rtreplay``), a directory of mode
+0700 that must be a real directory (not a symlink), belong to the user and be writable by nobody
+else; otherwise the cache is not used. An empty or relative ``$XDG_CACHE_HOME`` is ignored, as the
+XDG spec says; an empty, relative or root (``/``) ``$HOME`` means no cache at all, never a directory
+at the top of the file system. A write opens the directory (``O_NOFOLLOW``), checks it through that
+handle and creates, renames and prunes entries relative to it; a read checks the directory with
+``lstat`` and opens its entry ``O_NOFOLLOW``. A symlink planted as the directory or as an entry is
+never followed (a directory swapped between a read's two calls is at worst a miss: every entry is
+checked). Every failure (no home, a read-only or foreign directory, a corrupt,
+truncated or hostile entry, data marshal cannot hold) means a plain parse, never an error. Entries
+are written to a temporary file and renamed, carry their key, length and CRC-32, and are checked on
+every read.
+
+`read_bytes` is also how a cassette itself is read: a regular file only (a FIFO, a device or
+``/dev/zero`` is refused, not read until memory runs out), of at most `MAX_FILE_BYTES`.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import marshal
 import os
+import secrets
 import stat
 import struct
 import sys
-import tempfile
 import zlib
 from typing import Any
 
@@ -29,39 +40,95 @@ MAGIC = b"rtreplay-cassette\x01"
 _HEADER = struct.Struct("<32sQI")  # key (sha256 digest), payload length, payload crc32
 SUFFIX = ".cassette"
 MAX_ENTRIES = 256  # beyond this, the entries written longest ago are removed
+MAX_ENTRY_BYTES = 512 * 1024 * 1024  # an entry of a cassette of MAX_FILE_BYTES is smaller than this
 
 
-def cache_dir(*, create: bool) -> str | None:
-    """The user's cache directory, or None when it cannot be used safely (missing, foreign, shared)."""
+MAX_FILE_BYTES = 256 * 1024 * 1024  # a cassette: bundled ones are KBs, a 60-minute session with audio tens of MBs
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)  # a FIFO opens at once
+
+
+class NotAFile(OSError):
+    """A path that is not a regular file of a size we read: ``strerror`` says which."""
+
+
+def _home() -> str | None:
+    """The user's home as an absolute path below the root, or None (unset and unknown, empty, relative, "/")."""
+    home = os.environ.get("HOME")
+    if home is None:
+        home = os.path.expanduser("~")
+    return home if home.startswith("/") and home.strip("/") else None
+
+
+def _directory() -> str | None:
     base = os.environ.get("XDG_CACHE_HOME", "")
-    if not os.path.isabs(base):  # the XDG spec says to ignore a relative path
-        base = os.path.join(os.path.expanduser("~"), ".cache")  # "~" stays "~" when there is no home
-        if not os.path.isabs(base):
+    if not os.path.isabs(base):  # the XDG spec says to ignore a relative (or empty) path
+        home = _home()
+        if home is None:
             return None
-    directory = os.path.join(base, "rtreplay")
+        base = os.path.join(home, ".cache")
+    return os.path.join(base, "rtreplay")
+
+
+def _open_dir(*, create: bool) -> int | None:
+    """A descriptor of the cache directory, checked: a real directory, the user's, writable by nobody else."""
+    directory = _directory()
+    if directory is None:
+        return None
     try:
         if create:
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        st = os.stat(directory)
-        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
-            return None  # someone else could plant entries in it
-        if st.st_mode & 0o077:
-            os.chmod(directory, 0o700)  # readable by others: cassettes may hold what a user would not share
+            with contextlib.suppress(FileExistsError):
+                os.makedirs(directory, mode=0o700)
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
     except OSError:
-        return None
-    return directory
-
-
-def read_bytes(path: str) -> bytes:
-    """A whole file, with fewer system calls than `Path.read_bytes` (a hit reads two files: a fixed cost)."""
-    fd = os.open(path, os.O_RDONLY)
+        return None  # missing, a symlink (ELOOP), not a directory, not ours to read
     try:
-        chunks = [os.read(fd, os.fstat(fd).st_size + 1)]
-        while chunks[-1]:
+        st = os.fstat(fd)
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+            raise OSError("someone else could plant entries in it")
+        if st.st_mode & 0o077:
+            os.fchmod(fd, 0o700)  # readable by others: cassettes may hold what a user would not share
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def read_bytes(path: str, *, limit: int = MAX_FILE_BYTES, dir_fd: int | None = None, follow: bool = True) -> bytes:
+    """A whole regular file of at most ``limit`` bytes, with few system calls (a hit reads two files).
+
+    Anything else raises `NotAFile` before a byte is read: a FIFO would block, ``/dev/zero`` never ends.
+    """
+    fd = os.open(path, _OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW), dir_fd=dir_fd)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
+            raise NotAFile(code, f"not a regular file ({_kind(st.st_mode)})", path)
+        if st.st_size > limit:
+            raise NotAFile(errno.EFBIG, f"{st.st_size} bytes, more than the {_size(limit)} a file may be here",
+                           path)
+        chunks = [os.read(fd, st.st_size + 1)]
+        total = len(chunks[0])
+        while chunks[-1]:  # a file that grows while it is read: still no more than the limit
+            if total > limit:
+                raise NotAFile(errno.EFBIG, f"more than the {_size(limit)} a file may be here", path)
             chunks.append(os.read(fd, 1 << 20))
+            total += len(chunks[-1])
     finally:
         os.close(fd)
     return chunks[0] if len(chunks) == 2 else b"".join(chunks)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+        if test(mode):
+            return name
+    return "not a plain file"
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n} bytes"
 
 
 class ParsedCache:
@@ -78,11 +145,14 @@ class ParsedCache:
 
     def get(self, key: bytes) -> Any | None:
         """The payload stored under ``key``, or None: absent, unreadable or not exactly what was written."""
-        directory = cache_dir(create=False)
+        directory = _directory()
         if directory is None:
             return None
-        try:
-            blob = read_bytes(os.path.join(directory, key.hex() + SUFFIX))
+        try:  # a hit costs what it did before: one lstat, one open (a swapped directory gives a miss at worst)
+            st = os.lstat(directory)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o022:
+                return None
+            blob = read_bytes(os.path.join(directory, key.hex() + SUFFIX), limit=MAX_ENTRY_BYTES, follow=False)
         except OSError:
             return None
         head = len(MAGIC) + _HEADER.size
@@ -94,68 +164,83 @@ class ParsedCache:
             return None
         try:
             return marshal.loads(payload)  # noqa: S302 - our own entry: key, length and CRC-32 checked
-        except (ValueError, EOFError, TypeError):
+        except (ValueError, EOFError, TypeError, MemoryError, RecursionError):  # a hostile entry is a miss too
             return None
 
     def put(self, key: bytes, payload: Any) -> None:
         """Store ``payload`` (plain data: dicts, lists, tuples, strings, numbers, bytes, None); never raises."""
         try:
-            data = marshal.dumps(_share_strings(payload, {}))
+            data = marshal.dumps(_share_strings(payload, {}, {}))
         except (ValueError, RecursionError):  # a type marshal cannot hold (a YAML timestamp), or too deep
             return
-        directory = cache_dir(create=True)
-        if directory is None:
+        if len(data) > MAX_ENTRY_BYTES:
+            return
+        fd = _open_dir(create=True)
+        if fd is None:
             return
         blob = MAGIC + _HEADER.pack(key, len(data), zlib.crc32(data)) + data
         try:
-            _write_atomic(os.path.join(directory, key.hex() + SUFFIX), blob)
-            _prune(directory)
+            _write_atomic(fd, key.hex() + SUFFIX, blob)
+            _prune(fd)
         except OSError:
             return
+        finally:
+            os.close(fd)
 
 
-def _share_strings(value: Any, seen: dict[Any, Any]) -> Any:
+def _share_strings(value: Any, seen: dict[Any, Any], done: dict[int, Any]) -> Any:
     """Equal strings become one object, so marshal writes each once and loading allocates each once.
 
-    Keys are interned as well: a loaded event's ``"type"`` lookups then compare pointers.
+    Keys are interned as well: a loaded event's ``"type"`` lookups then compare pointers. A container
+    met again (a YAML alias) stays one object (``done``, by the id of the original, which the caller's
+    payload keeps alive), so marshal writes it once, by reference: an alias is never expanded into copies.
     """
-    if isinstance(value, str):
+    kind = type(value)
+    if kind is str:
         return seen.setdefault(value, value)
-    if isinstance(value, dict):
-        return {sys.intern(k) if type(k) is str else k: _share_strings(v, seen) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_share_strings(v, seen) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_share_strings(v, seen) for v in value)
+    if kind is dict or kind is list or kind is tuple:
+        copy = done.get(id(value))
+        if copy is not None:
+            return copy
+        if kind is dict:
+            copy = {sys.intern(k) if type(k) is str else k: _share_strings(v, seen, done) for k, v in value.items()}
+        elif kind is list:
+            copy = [_share_strings(v, seen, done) for v in value]
+        else:
+            copy = tuple(_share_strings(v, seen, done) for v in value)
+        done[id(value)] = copy
+        return copy
     return value
 
 
-def _write_atomic(path: str, blob: bytes) -> None:
-    """A reader sees a whole entry or none (temp file + rename); mkstemp's mode 0600 is kept."""
-    fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=os.path.dirname(path))
+def _write_atomic(dir_fd: int, name: str, blob: bytes) -> None:
+    """A reader sees a whole entry or none (temp file + rename), both relative to the checked directory."""
+    tmp = f".{secrets.token_hex(8)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0), 0o600,
+                 dir_fd=dir_fd)
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(blob)
-        os.replace(tmp, path)
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
     except BaseException:
         with contextlib.suppress(OSError):
-            os.unlink(tmp)
+            os.unlink(tmp, dir_fd=dir_fd)
         raise
 
 
-def _prune(directory: str) -> None:
+def _prune(dir_fd: int) -> None:
     """Keep the newest MAX_ENTRIES entries: the cache stays bounded however many cassettes come and go."""
-    with os.scandir(directory) as it:
+    with os.scandir(dir_fd) as it:
         entries = [e for e in it if e.name.endswith(SUFFIX)]
     if len(entries) <= MAX_ENTRIES:
         return
 
     def written(entry: os.DirEntry[str]) -> float:
         try:
-            return entry.stat().st_mtime
+            return entry.stat(follow_symlinks=False).st_mtime
         except OSError:
             return 0.0
 
     for stale in sorted(entries, key=written)[: len(entries) - MAX_ENTRIES]:
         with contextlib.suppress(OSError):
-            os.unlink(stale.path)
+            os.unlink(stale.name, dir_fd=dir_fd)

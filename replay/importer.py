@@ -27,17 +27,33 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import yaml
 
-from replay.cassette import AUDIO_FIELD, Cassette, Frame, Source, WebSocketSession, compact_audio
+from replay.cassette import (
+    AUDIO_FIELD,
+    MAX_DEPTH,
+    MAX_T,
+    Cassette,
+    CassetteError,
+    Frame,
+    Source,
+    UnsafeYAML,
+    WebSocketSession,
+    compact_audio,
+    from_data,
+    parse_yaml,
+)
 from replay.files import read_text
 from replay.protocol import CLIENT_TYPES, Dialect
+from replay.script import check_event
 
 __all__ = ["ImportFailed", "detect_dialect", "import_trace", "tool_version"]
 
 SYNTH_STEP = 0.005  # seconds between frames when the capture has no timestamps
+# Levels an event may nest: the cassette puts it 7 levels down, and a cassette nests at most MAX_DEPTH.
+EVENT_DEPTH = MAX_DEPTH - 10
 SHORT_AUDIO = 64  # decoded bytes; a real chunk is >= 20 ms (160 bytes of G.711, 960 of pcm16)
 
 _CLIENT_TYPES = frozenset(CLIENT_TYPES["ga"]) | frozenset(CLIENT_TYPES["beta"])
@@ -164,6 +180,8 @@ def _json_line(line: str, at: str) -> dict[str, Any]:
         raise ImportFailed(f"{at}: not valid JSON: {exc.msg} (column {exc.colno})") from None
     except RecursionError:
         raise ImportFailed(f"{at}: not valid JSON: nested too deeply") from None
+    except ValueError as exc:  # a number of more digits than Python converts
+        raise ImportFailed(f"{at}: not valid JSON: {exc}") from None
     if not isinstance(record, dict):
         raise ImportFailed(f"{at}: expected a JSON object per line, got {_kind(record)}")
     return record
@@ -182,8 +200,8 @@ def _raw_event(record: dict[str, Any], number: int, at: str) -> _Raw:
     else:
         raise ImportFailed(f"{at}: 'direction' must be 'client' or 'server', got {direction!r}")
     t = record.get("_t")
-    if t is not None and (not isinstance(t, int | float) or isinstance(t, bool)):
-        raise ImportFailed(f"{at}: '_t' must be a number of seconds, got {t!r}")
+    if t is not None and not _seconds(t):
+        raise ImportFailed(f"{at}: '_t' must be a number of seconds, got {_shown(t)} (from 0 to {MAX_T:.0e})")
     elided = record.get("_fields_elided") is True
     if elided:
         event: dict[str, Any] = {"type": etype}
@@ -191,6 +209,15 @@ def _raw_event(record: dict[str, Any], number: int, at: str) -> _Raw:
         # Fields starting with `_` were added during conversion; they never went over the wire.
         event = {k: v for k, v in record.items() if not k.startswith("_") and k != "direction"}
     return _Raw(number, source, event, float(t) if t is not None else None, elided)
+
+
+def _seconds(value: Any) -> TypeGuard[float]:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= MAX_T
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else f"{text[:57]}..."
 
 
 def _kind(value: Any) -> str:
@@ -213,7 +240,7 @@ def _is_wire_log(text: str) -> bool:
     first = next((line for line in text.splitlines() if line.strip()), "")
     try:
         record = json.loads(first)
-    except (json.JSONDecodeError, RecursionError):
+    except (ValueError, RecursionError):  # not JSON, too deep, a number of too many digits
         return False  # the JSON Lines reader says what is wrong with the line
     return isinstance(record, dict) and "type" not in record and ("mark" in record or "dir" in record)
 
@@ -244,8 +271,8 @@ def _parse_wire_log(path: Path, text: str) -> tuple[dict[str, Any], list[_Socket
         if not isinstance(event, dict) or not isinstance(event.get("type"), str):
             raise ImportFailed(f"{at}: 'event' must be an object with a string 'type'")
         t = record.get("t")
-        if not isinstance(t, int | float) or isinstance(t, bool):
-            raise ImportFailed(f"{at}: 't' must be a number of seconds, got {t!r}")
+        if not _seconds(t):
+            raise ImportFailed(f"{at}: 't' must be a number of seconds, got {_shown(t)} (from 0 to {MAX_T:.0e})")
         raws.append(_Raw(number, direction, event, float(t)))
     what = f"case {case['case']} ({case.get('title')}), client {case.get('client')}" if case.get("case") else "a case"
     meta: dict[str, Any] = {"capture": f"rtreplay check wire log of {what}",
@@ -261,16 +288,14 @@ def _parse_wire_log(path: Path, text: str) -> tuple[dict[str, Any], list[_Socket
 
 def _parse_pydantic_yaml(path: Path, text: str) -> tuple[dict[str, Any], list[_Socket]]:
     expected = "expected JSON Lines (one JSON object per line) or a pydantic-ai websocket cassette (YAML)"
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        root, data = parse_yaml(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else 1
         raise ImportFailed(f"{path}:{line}: {expected}; not valid YAML either") from None
-    finally:
-        loader.dispose()
+    except UnsafeYAML as exc:
+        raise ImportFailed(f"{path}: refused: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("interactions"), list):
         raise ImportFailed(f"{path}:1: {expected}")
     assert isinstance(root, yaml.MappingNode)
@@ -286,8 +311,9 @@ def _parse_pydantic_yaml(path: Path, text: str) -> tuple[dict[str, Any], list[_S
         if not isinstance(item, dict):
             raise ImportFailed(f"{at}: interactions[{index}] must be a mapping")
         t = item.get("at")
-        if t is not None and (not isinstance(t, int | float) or isinstance(t, bool)):
-            raise ImportFailed(f"{at}: interactions[{index}].at must be a number of seconds, got {t!r}")
+        if t is not None and not _seconds(t):
+            raise ImportFailed(f"{at}: interactions[{index}].at must be a number of seconds, got {_shown(t)} "
+                               f"(from 0 to {MAX_T:.0e})")
         kind = item.get("kind", "message")
         if kind == "close":
             code = item.get("code")
@@ -445,6 +471,7 @@ def _build(
                     clamped += 1
                     t = last
             t = round(t, 6)
+            _check(raw, path)
             event = _compact(raw, path) if compact else raw.event
             frames.append(Frame(t, raw.source, event=event))
             last = t
@@ -491,4 +518,37 @@ def _build(
         metadata["client_frames_elided"] = True
     if len(sessions) > 1:
         metadata["sessions"] = len(sessions)
-    return Cassette(metadata, list(sessions))
+    if _nesting(metadata) > EVENT_DEPTH:
+        raise ImportFailed(f"{path}: the capture's metadata is nested more than {EVENT_DEPTH} levels deep")
+    cassette = Cassette(metadata, list(sessions))
+    try:  # what the loader and replay would refuse is refused now, not when the cassette is first used
+        from_data(cassette.to_data(), path)
+    except CassetteError as exc:
+        raise ImportFailed(f"the cassette made of it would not load: {exc}") from None
+    return cassette
+
+
+def _check(raw: _Raw, path: Path) -> None:
+    """An event replay can use: nested within bounds, every field it reads of the right type."""
+    at = f"{path}:{raw.line}: {raw.event.get('type')}"
+    if _nesting(raw.event) > EVENT_DEPTH:
+        raise ImportFailed(f"{at}: the event is nested more than {EVENT_DEPTH} levels deep")
+    try:
+        check_event(raw.event, at)
+    except CassetteError as exc:
+        raise ImportFailed(str(exc)) from None
+
+
+def _nesting(value: Any) -> int:
+    """Levels of lists and mappings in a JSON value (iterative: however deep it is)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        node, level = stack.pop()
+        children = node.values() if isinstance(node, dict) else node if isinstance(node, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack += [(child, level + 1) for child in children]
+    return deepest

@@ -13,6 +13,8 @@ from typing import Any
 
 from replay.cassette import Cassette, WebSocketSession
 from replay.engine import Conversation
+from replay.script import script_of
+from replay.text import clip, visible
 
 
 @dataclass(frozen=True)
@@ -24,21 +26,24 @@ class Finding:
     message: str
 
     def __str__(self) -> str:
+        """One line, every recorded character in it made visible (codes and messages come from the cassette)."""
         where = f"{self.cassette} session {self.session}" + (f" frame #{self.frame}" if self.frame is not None else "")
-        return f"{where}: [{self.kind}] {self.message}"
+        return visible(f"{where}: [{self.kind}] {clip(self.message)}")
 
 
 def lint_cassette(cassette: Cassette) -> list[Finding]:
+    """Findings for every session; a frame replay could not use at all is a `CassetteError` first."""
     elided = bool(cassette.metadata.get("client_frames_elided"))
     findings: list[Finding] = []
     for index, session in enumerate(cassette.sessions):
+        script_of(cassette, index)
         findings += lint_session(session, name=cassette.name, index=index, elided=elided)
     return findings
 
 
 def _key(error: dict[str, Any]) -> tuple[Any, Any]:
-    inner = error.get("error") or {}
-    return inner.get("code"), inner.get("message")
+    inner = error.get("error")
+    return (inner.get("code"), inner.get("message")) if isinstance(inner, dict) else (None, None)
 
 
 def lint_session(session: WebSocketSession, *, name: str = "cassette", index: int = 0,
