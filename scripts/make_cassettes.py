@@ -183,6 +183,26 @@ cassettes. `recorded_at` is derived from `session.created`'s `expires_at` (sessi
 To import another capture (JSON Lines event log, or a pydantic-ai websocket cassette):
 
     rtreplay import TRACE -o CASSETTE
+
+## A cassette is untrusted input
+
+A shared cassette may have been written by anyone, so every command loads it within bounds and
+answers anything else with one line naming the file (and the frame path, e.g.
+`interactions[3].response.websocket.frames[17].event.item.content`) and exit 2, never a traceback:
+only regular files of at most 256 MiB are read (a FIFO or a device is named and refused); YAML
+aliases stay shared objects and may add at most 1,000,000 nodes when expanded (a billion-laughs file
+is refused in milliseconds), nesting is at most 100 levels, and a node that contains itself is
+refused; a compacted `{{"$audio": {{"bytes": N}}}}` is a whole number from 0 to 172,800,000 (60 minutes
+of pcm16 at 48 bytes/ms), and so is a session's total; every field the replay reads is type-checked
+when the cassette is compiled; event types may not hold control characters. What `show`, `lint` and
+`import` print from a cassette is shown as text, with control characters as escapes, never as
+terminal sequences or markup. `tests/hostile/test_cassette_fuzz.py` runs a single-field mutation of
+every bundled cassette through load, compile, `show`, `check --list` and `serve`.
+
+The per-user cache (`$XDG_CACHE_HOME/rtreplay`, else `~/.cache/rtreplay`) is used only when it is a
+real directory owned by you and writable by nobody else (a planted symlink is refused; entries are
+opened without following links); an empty or root `HOME` means no cache, and an entry that does not
+read back as the loader wrote it is a miss.
 """
 
 
