@@ -232,7 +232,10 @@ def test_a_latency_sweep_reports_each_value_and_announces_each_file(tmp_path: Pa
         assert json.loads(written.read_text())["settings"] == {"latency_ms": float(delay)}
 
 
-def test_node_modules_reaches_the_program(tmp_path: Path) -> None:
+def test_node_modules_reaches_the_program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The CLI sets RTREPLAY_NODE_MODULES for its process; in-process here, so it is undone after the test
+    # (left set, it would send every later JS driver on this worker to an empty directory).
+    monkeypatch.setenv("RTREPLAY_NODE_MODULES", str(tmp_path))
     program = ("import asyncio, os\nfrom websockets.asyncio.client import connect\n"
                "print('modules at', os.environ['RTREPLAY_NODE_MODULES'], flush=True)\n"
                "async def main():\n"
