@@ -18,16 +18,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from replay import __version__
-from replay.cassette import CassetteError, load
+from replay.cassettes.cassette import CassetteError, load
+from replay.cassettes.corpus import resolve_cassette
 from replay.clients.command import CONNECT_TIMEOUT, EXIT_GRACE, TERM_GRACE, CommandClient
-from replay.corpus import resolve_cassette
-from replay.rules import RuleBook, RuleConfigError
 from replay.text import visible
+from replay.wire.rules import RuleBook, RuleConfigError
 
 if TYPE_CHECKING:
     from replay.clients.base import Client
-    from replay.cuts import Case
-    from replay.runner import CassetteCache, RunOptions, RunReport
+    from replay.conformance.cuts import Case
+    from replay.conformance.runner import CassetteCache, RunOptions, RunReport
 
 app = typer.Typer(
     name="rtreplay",
@@ -109,7 +109,7 @@ def serve(
 
     Ctrl-C or SIGTERM closes the live sessions with 1001 (going away) and exits 0.
     """
-    from replay.server import ReplayServer, ServerOptions, exposure, serve_forever, url_host
+    from replay.net.server import ReplayServer, ServerOptions, exposure, serve_forever, url_host
 
     with clear_errors():
         if speed < 0 or max_session_minutes <= 0 or not 0 <= latency < float("inf"):
@@ -175,7 +175,7 @@ def show(
     session: Annotated[int | None, typer.Option(help="Only this WebSocket session.")] = None,
 ) -> None:
     """Print a cassette as a timeline: time, direction, type, key fields, audio as ms."""
-    from replay.render import show as show_cassette
+    from replay.authoring.render import show as show_cassette
 
     with clear_errors():
         show_cassette(load(resolve_cassette(cassette)), console, session)
@@ -271,7 +271,7 @@ def _say(text: str) -> None:
 
 def _reached_exit(report: RunReport, min_coverage: float | None) -> tuple[int, str | None]:
     """Exit 2 when no case was reached (nothing was checked), 1 when coverage is under --min-coverage."""
-    from replay.reports import coverage
+    from replay.conformance.reports import coverage
 
     reached, total = coverage(report)
     if total and not reached:
@@ -340,12 +340,12 @@ def check(
 
     Ctrl-C, SIGTERM, SIGHUP: its programs end, the finished cases are reported as interrupted, exit 128+N.
     """
-    from replay import reports
+    from replay.cassettes.corpus import conformance_corpus
     from replay.clients.base import dialects_of
-    from replay.corpus import conformance_corpus
-    from replay.cuts import CutError, build_cases, select
-    from replay.cuts import shard as shard_of
-    from replay.runner import CassetteCache, RunOptions, not_started
+    from replay.conformance import reports
+    from replay.conformance.cuts import CutError, build_cases, select
+    from replay.conformance.cuts import shard as shard_of
+    from replay.conformance.runner import CassetteCache, RunOptions, not_started
 
     with _stop_signals() as stop:
         stop.preparing = True  # nothing runs yet: a signal ends check where it is
@@ -580,7 +580,7 @@ def _write_reports(report: RunReport, tags: list[str], settings: dict[str, float
 
     An interrupted run writes no baseline: one without the unfinished cases' failures would hide them
     in the next run."""
-    from replay import reports
+    from replay.conformance import reports
 
     if report.interrupted and write_baseline is not None:
         _say(f"not written: {_report_path(write_baseline, tags)} (the run was interrupted: a baseline of the "
@@ -611,7 +611,7 @@ def _preflight(command: CommandClient, case: Case, cassettes: CassetteCache, sto
     A stop signal meanwhile ends the program; `check` then reports every case unfinished."""
     from contextlib import suppress
 
-    from replay.preflight import PreflightFailed, preflight
+    from replay.conformance.preflight import PreflightFailed, preflight
     from replay.text import shown
 
     async def main(interrupt: asyncio.Event) -> None:
@@ -657,7 +657,7 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
     """The run, with a progress bar; with ``stop``, a stop signal ends it with the cases finished so far."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from replay.runner import run_cases
+    from replay.conformance.runner import run_cases
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=err, transient=True) as progress:
@@ -707,7 +707,7 @@ def record(
                                                         "environment variable wherever it appears.")] = None,
 ) -> None:
     """Record real sessions through a local proxy; Ctrl-C writes the cassette (secrets scrubbed)."""
-    from replay.recorder import RecordingProxy, is_loopback, run_until_signalled
+    from replay.net.recorder import RecordingProxy, is_loopback, run_until_signalled
 
     if audio not in ("compact", "full"):
         fail("--audio must be 'compact' or 'full'")
@@ -752,7 +752,7 @@ def import_(
     force: Annotated[bool, typer.Option("--force", help="Replace an existing cassette.")] = False,
 ) -> None:
     """Convert an existing trace into a cassette (origin: imported)."""
-    from replay.importer import ImportFailed, import_trace
+    from replay.authoring.importer import ImportFailed, import_trace
 
     if output.exists() and not force:
         fail(f"{output} exists; pass --force to replace it")
@@ -783,12 +783,12 @@ def matrix(
     speed: Annotated[float, typer.Option(help="Replay timing up to the cut.")] = 1.0,
 ) -> None:
     """Run several clients over the same cases and print (or update) the client × case table."""
-    from replay import matrix as table
+    from replay.cassettes.corpus import conformance_corpus
     from replay.clients.base import dialects_of
-    from replay.corpus import conformance_corpus
-    from replay.cuts import build_cases, select
-    from replay.matrix import MATRIX_CASES, MATRIX_CLIENTS, MATRIX_OPTIONS
-    from replay.runner import CassetteCache
+    from replay.conformance import matrix as table
+    from replay.conformance.cuts import build_cases, select
+    from replay.conformance.matrix import MATRIX_CASES, MATRIX_CLIENTS, MATRIX_OPTIONS
+    from replay.conformance.runner import CassetteCache
 
     with clear_errors():
         corpus = conformance_corpus()
@@ -818,7 +818,7 @@ def lint(
     secrets: Annotated[bool, typer.Option("--secrets", help="Also fail on anything shaped like a secret.")] = False,
 ) -> None:
     """Replay recorded client frames through the rules beside the recorded server frames; exit 1 on findings."""
-    from replay.lint import lint_cassette
+    from replay.authoring.lint import lint_cassette
 
     total = 0
     for name in cassettes:
@@ -826,7 +826,7 @@ def lint(
             loaded = load(resolve_cassette(name))
             findings = [str(f) for f in lint_cassette(loaded)]
         if secrets:
-            from replay.scrub import find_secrets
+            from replay.cassettes.scrub import find_secrets
 
             findings += [f"{loaded.name}: [secret] {hit}" for hit in find_secrets(loaded)]
         for finding in findings:

@@ -42,7 +42,7 @@ from typing import Any
 from benchlib import ROOT, ServerProcess, percentile
 from websockets.asyncio.client import ClientConnection, connect
 
-from replay.cassette import Frame, load
+from replay.cassettes.cassette import Frame, load
 
 CASSETTE = ROOT / "cassettes" / "ga_text_turn_audio_response.yaml"
 SPEED = 1.0

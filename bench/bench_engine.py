@@ -16,9 +16,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from replay.cassette import Cassette, Frame, WebSocketSession
-from replay.engine import Conversation
-from replay.protocol import IdFactory
+from replay.cassettes.cassette import Cassette, Frame, WebSocketSession
+from replay.engine.conversation import Conversation
+from replay.wire.protocol import IdFactory
 
 AUDIO_100MS = base64.b64encode(bytes(4800)).decode()
 

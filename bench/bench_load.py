@@ -6,7 +6,7 @@ For every bundled cassette, a 4 MB one (60 s of full pcm16 audio in 100 ms delta
 - baseline: what loading was before the cache, measured in the same run: PyYAML's `CSafeLoader`
   on the file's text, with the garbage collector on (validation and building frames added a few
   per cent on top of it);
-- cold: `replay.cassette.load` with an empty cache directory (parse, validate, write the entry);
+- cold: `replay.cassettes.cassette.load` with an empty cache directory (parse, validate, write the entry);
 - warm: `load` again (read, hash, read the entry);
 - floor: reading the file and hashing it, which a warm load cannot avoid.
 
@@ -30,8 +30,8 @@ import yaml
 from bench_engine import big_cassette
 from bench_long import build as long_session
 
-from replay.cassette import load
-from replay.corpus import bundled, conformance_corpus
+from replay.cassettes.cassette import load
+from replay.cassettes.corpus import bundled, conformance_corpus
 
 try:
     from yaml import CSafeLoader as BaselineLoader

@@ -1,6 +1,6 @@
 """Hour-long sessions: load time, memory and replay throughput at 1, 10 and 60 minutes.
 
-A synthesized GA session (the helpers of `replay/synth.py`): a user turn every 15 s, each a text
+A synthesized GA session (the helpers of `replay/authoring/synth.py`): a user turn every 15 s, each a text
 message, `response.create` and a 5 s audio answer (50 deltas of 100 ms, paced as the API sends
 them), so 60 minutes hold 240 responses and 20 minutes of model audio. Once with audio compacted
 (`{"$audio": {"bytes": N}}`, replayed as silence) and once with full audio (random bytes, so the
@@ -33,8 +33,8 @@ from typing import Any
 from benchlib import ServerProcess
 from websockets.asyncio.client import connect
 
-from replay.cassette import Cassette, WebSocketSession, load
-from replay.synth import GA_MODEL, SessionScript
+from replay.authoring.synth import GA_MODEL, SessionScript
+from replay.cassettes.cassette import Cassette, WebSocketSession, load
 
 TURN_S = 15
 CHUNKS = 50  # 5 s of audio per answer

@@ -36,7 +36,7 @@ def test_barge_in(rtreplay_case):
 ONE_AT_A_TIME = """
 from replay.clients.registry import get_client
 from replay.pytest_plugin import run_conformance
-from replay.runner import RunOptions
+from replay.conformance.runner import RunOptions
 
 def test_barge_in(rtreplay_case):
     result = run_conformance(rtreplay_case, get_client("reference-fixed"), RunOptions(concurrency=1))

@@ -23,7 +23,7 @@ from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from replay.recorder import RecordingProxy
+from replay.net.recorder import RecordingProxy
 
 ROUND_TRIPS = 2000  # per path
 ROUNDS = 4  # alternating direct / proxied, so drift hits both alike

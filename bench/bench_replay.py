@@ -21,16 +21,16 @@ from websockets.asyncio.server import ServerConnection, serve
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from replay.cassette import Cassette, WebSocketSession, expand_audio
-from replay.server import ReplayServer, ServerOptions
-from replay.synth import GA_MODEL, SessionScript
+from replay.authoring.synth import GA_MODEL, SessionScript
+from replay.cassettes.cassette import Cassette, WebSocketSession, expand_audio
+from replay.net.server import ReplayServer, ServerOptions
 
 SECONDS = 60
 ROUNDS = 7
 
 
 def recording() -> WebSocketSession:
-    """One audio response of SECONDS x 10 deltas of 100 ms, in the API's event order (replay/synth.py)."""
+    """One audio response of SECONDS x 10 deltas of 100 ms, in the API's event order (replay/authoring/synth.py)."""
     script = SessionScript("ga", seed="bench_replay", model=GA_MODEL)
     script.connect()
     start = script.response_create(after=100)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+from replay.cassettes.corpus import conformance_corpus
 from replay.clients.reference import FIXED
-from replay.corpus import conformance_corpus
-from replay.cuts import build_cases
-from replay.runner import RunOptions, run_cases
+from replay.conformance.cuts import build_cases
+from replay.conformance.runner import RunOptions, run_cases
 
 
 async def sweep(options: RunOptions) -> tuple[float, int, dict[str, int]]:

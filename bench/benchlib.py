@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from replay.cassette import expand_audio, load  # noqa: E402
+from replay.cassettes.cassette import expand_audio, load  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 START_TIMEOUT = 120.0  # a 60-minute cassette with full audio takes a while to load
@@ -110,7 +110,7 @@ async def _serve(kind: str, cassette: Path, speed: float, conn: Connection) -> N
 @contextlib.asynccontextmanager
 async def _server(kind: str, cassette: Any, speed: float) -> AsyncIterator[str]:
     if kind == "rtreplay":
-        from replay.server import ReplayServer, ServerOptions
+        from replay.net.server import ReplayServer, ServerOptions
 
         async with ReplayServer(cassette, ServerOptions(speed=speed), port=0) as server:
             yield server.ws_url()

@@ -44,9 +44,9 @@ if TYPE_CHECKING:
     from concurrent.futures import Future
 
     from replay.clients.base import Client
-    from replay.cuts import Case
-    from replay.runner import CaseResult, CassetteCache, RunOptions
-    from replay.server import LiveSession
+    from replay.conformance.cuts import Case
+    from replay.conformance.runner import CaseResult, CassetteCache, RunOptions
+    from replay.net.server import LiveSession
 
 RECORD_MODES = ("once", "new_episodes", "none", "all", "rewrite")  # pytest-recording's, in its order
 DEFAULT_UPSTREAM = "wss://api.openai.com"
@@ -177,8 +177,8 @@ def _record_target(name: str | Path, test_dir: Path) -> Path:
 
 def _locate(name: str | Path, test_dir: Path) -> Path | None:
     """An existing cassette: beside the test first, then as the CLI finds one (a path, or a bundled name)."""
-    from replay.cassette import CassetteError
-    from replay.corpus import resolve_cassette
+    from replay.cassettes.cassette import CassetteError
+    from replay.cassettes.corpus import resolve_cassette
 
     for candidate in (test_dir / name, _record_target(name, test_dir)):
         if candidate.is_file():
@@ -229,8 +229,8 @@ def realtime_server(request: pytest.FixtureRequest) -> Iterator[RealtimeServer]:
 def _replay(path: Path, mark: _CassetteMark,
             loop: _BackgroundLoop) -> tuple[RealtimeServer, Callable[[], Coroutine[Any, Any, list[str]]]]:
     """A replay server for the cassette, and how to stop it (a replay reports no problems)."""
-    from replay.cassette import CassetteError, load
-    from replay.server import ReplayServer, ServerOptions
+    from replay.cassettes.cassette import CassetteError, load
+    from replay.net.server import ReplayServer, ServerOptions
 
     try:
         cassette = load(path)
@@ -260,7 +260,7 @@ def _replay(path: Path, mark: _CassetteMark,
 def _record(target: Path, mode: str, upstream: str,
             loop: _BackgroundLoop) -> tuple[RealtimeServer, Callable[[], Coroutine[Any, Any, list[str]]]]:
     """A recording proxy writing ``target``, and how to stop it: closing writes the cassette and lists gaps."""
-    from replay.recorder import RecordingProxy
+    from replay.net.recorder import RecordingProxy
 
     try:
         proxy = RecordingProxy(target, upstream=upstream, host="127.0.0.1", port=0, record_mode=mode)
@@ -281,9 +281,9 @@ def _record(target: Path, mode: str, upstream: str,
 
 def _corpus(config: pytest.Config, cassettes: tuple[Path, ...] | None) -> list[Case]:
     """Cases of the default conformance corpus (or of the given cassettes), built once per session."""
-    from replay.cassette import load
-    from replay.corpus import conformance_corpus
-    from replay.cuts import build_cases
+    from replay.cassettes.cassette import load
+    from replay.cassettes.corpus import conformance_corpus
+    from replay.conformance.cuts import build_cases
 
     cache = config.stash.setdefault(_CASES, {})
     if cassettes not in cache:
@@ -294,7 +294,7 @@ def _corpus(config: pytest.Config, cassettes: tuple[Path, ...] | None) -> list[C
 
 def _case_cassettes(names: str | Path | Sequence[str | Path] | None, test_dir: Path) -> tuple[Path, ...] | None:
     """The cassettes ``rtreplay_cases(cassette=...)`` names; None means the default corpus."""
-    from replay.cassette import CassetteError
+    from replay.cassettes.cassette import CassetteError
 
     if names is None:
         return None
@@ -309,8 +309,8 @@ def _case_cassettes(names: str | Path | Sequence[str | Path] | None, test_dir: P
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "rtreplay_case" not in metafunc.fixturenames:
         return
-    from replay.cassette import CassetteError
-    from replay.cuts import select
+    from replay.cassettes.cassette import CassetteError
+    from replay.conformance.cuts import select
 
     marker = metafunc.definition.get_closest_marker("rtreplay_cases")
     patterns: Sequence[str] = marker.args if marker else ()
@@ -335,7 +335,7 @@ def run_conformance(case: Case, client: Client | str, options: RunOptions | None
     import asyncio
 
     from replay.clients.registry import get_client
-    from replay.runner import CassetteCache, RunOptions, run_case
+    from replay.conformance.runner import CassetteCache, RunOptions, run_case
 
     chosen = get_client(client) if isinstance(client, str) else client
     chosen_options = options or RunOptions()
@@ -370,7 +370,7 @@ class _Started:
 
 def _same_options(a: RunOptions, b: RunOptions) -> bool:
     """Field by field; a RuleBook compares by its rules (each RunOptions() makes a new one)."""
-    from replay.rules import RuleBook
+    from replay.wire.rules import RuleBook
 
     def same(x: Any, y: Any) -> bool:
         return x.rules == y.rules if isinstance(x, RuleBook) and isinstance(y, RuleBook) else bool(x == y)
@@ -454,7 +454,7 @@ class _RunAhead:
         """Run a case on the background loop; a case started ahead waits for one of the group's slots."""
         import asyncio
 
-        from replay.runner import CassetteCache, run_case
+        from replay.conformance.runner import CassetteCache, run_case
 
         if self._loop is None:
             self._loop = _BackgroundLoop()

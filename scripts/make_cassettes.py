@@ -4,10 +4,10 @@
     python scripts/make_cassettes.py --out DIR       # write somewhere else
     python scripts/make_cassettes.py --check         # exit 1 if cassettes/ is not what this writes
 
-Synthesized cassettes come from `replay.synth` (deterministic: fixed seeds, clock and ids). Imported
+Synthesized cassettes come from `replay.authoring.synth` (deterministic: fixed seeds, clock and ids). Imported
 ones come from the genuine MIT-licensed traces in ../shared/traces/real (`--traces DIR`); traces
 without a licence that allows redistribution are skipped. Every cassette is checked before it is
-written: vcrpy's own deserializer, `replay.cassette.load`, and the conversation engine fed frame by
+written: vcrpy's own deserializer, `replay.cassettes.cassette.load`, and the conversation engine fed frame by
 frame (no rule may fire except where the recording itself shows the server's `error`).
 """
 
@@ -29,11 +29,11 @@ if str(REPO) not in sys.path:
 from vcr.serialize import deserialize  # noqa: E402
 from vcr.serializers import yamlserializer  # noqa: E402
 
-from replay.cassette import AUDIO_FIELD, Cassette, load  # noqa: E402
+from replay.authoring.importer import import_trace  # noqa: E402
+from replay.authoring.synth import build_all, check_with_engine  # noqa: E402
+from replay.cassettes.cassette import AUDIO_FIELD, Cassette, load  # noqa: E402
 from replay.files import write_atomic  # noqa: E402
-from replay.importer import import_trace  # noqa: E402
-from replay.protocol import BYTES_PER_MS  # noqa: E402
-from replay.synth import build_all, check_with_engine  # noqa: E402
+from replay.wire.protocol import BYTES_PER_MS  # noqa: E402
 
 DEFAULT_TRACES = REPO.parent / "shared" / "traces" / "real"
 REDISTRIBUTABLE = ("MIT",)
@@ -155,7 +155,7 @@ says where a cassette came from (`origin`, `source`, `license`, `model`, `record
 
 ## Synthesized cassettes
 
-Built by `replay/synth.py` from the protocol reference (`realtime-protocol.md` §5 objects, §8 event
+Built by `replay/authoring/synth.py` from the protocol reference (`realtime-protocol.md` §5 objects, §8 event
 orders, §7 audio arithmetic): fixed seeds, ids from `IdFactory(seed)`, a fixed clock and
 `recorded_at`, so regenerating them gives byte-identical files. Timing follows the captured latencies
 (`response.created` ~280 ms and the first delta ~476 ms after `response.create`; audio produced about
@@ -167,7 +167,7 @@ and beta `rate_limits.updated` comes right after `response.created`.
 
 ## Imported (real) cassettes
 
-Converted with `replay.importer.import_trace` from the genuine traces in `shared/traces/real`
+Converted with `replay.authoring.importer.import_trace` from the genuine traces in `shared/traces/real`
 (MIT-licensed ones only; the banyan WebRTC logs have no licence and are not bundled). Events are kept
 as captured. The captures had no timestamps, so frames are 5 ms apart (`metadata.timing:
 synthesized`). pydantic-ai's recorder cut every audio payload to 44 base64 characters (33 bytes)

@@ -11,8 +11,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from replay.engine import Conversation  # noqa: E402
-from replay.protocol import IdFactory  # noqa: E402
+from replay.engine.conversation import Conversation  # noqa: E402
+from replay.wire.protocol import IdFactory  # noqa: E402
 
 TRACES = ROOT.parent / "shared" / "traces" / "real"
 CASSETTES = ROOT / "cassettes"

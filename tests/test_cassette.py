@@ -11,7 +11,7 @@ import yaml
 from vcr.serialize import deserialize
 from vcr.serializers import yamlserializer
 
-from replay.cassette import (
+from replay.cassettes.cassette import (
     Cassette,
     CassetteError,
     Frame,

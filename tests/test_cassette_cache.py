@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from replay.cassette import CassetteError, load, loads
+from replay.cassettes.cassette import CassetteError, load, loads
 
 from .conftest import CASSETTES
 

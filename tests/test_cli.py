@@ -14,10 +14,10 @@ from typer.testing import CliRunner
 
 import cli
 from cli import app
-from replay.cassette import load
+from replay.cassettes.cassette import load
 from replay.clients.command import CONNECT_TIMEOUT, TERM_GRACE
-from replay.runner import RunOptions, RunReport
-from replay.verdicts import FAILED, NOT_REACHED, OK, Verdict
+from replay.conformance.runner import RunOptions, RunReport
+from replay.conformance.verdicts import FAILED, NOT_REACHED, OK, Verdict
 
 from .conftest import CASSETTES, TRACES
 
@@ -37,7 +37,7 @@ def test_lint_passes_the_bundled_cassettes_and_fails_a_doctored_one(tmp_path: Pa
     frames = cassette.sessions[0].frames
     # The recording now claims the server accepted a truncate of the user's item: T1 says it would not.
     user_item = next(f.event["item"]["id"] for f in frames if f.type == "conversation.item.added")  # type: ignore[index]
-    from replay.cassette import Frame
+    from replay.cassettes.cassette import Frame
 
     frames.append(Frame(frames[-1].t + 0.1, "client", {"type": "conversation.item.truncate", "item_id": user_item,
                                                         "content_index": 0, "audio_end_ms": 10}))

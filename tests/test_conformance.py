@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from replay.cassette import load
+from replay.cassettes.cassette import load
+from replay.cassettes.corpus import conformance_corpus
 from replay.clients.command import CommandClient
 from replay.clients.reference import FIXED, NAIVE, Player, ReferenceClient
-from replay.corpus import conformance_corpus
-from replay.cuts import Case, CutError, build_cases, parse_cut, select
-from replay.runner import RunOptions, RunReport, run_cases
+from replay.conformance.cuts import Case, CutError, build_cases, parse_cut, select
+from replay.conformance.runner import RunOptions, RunReport, run_cases
 
 from .conftest import CASSETTES
 

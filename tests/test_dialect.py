@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replay import protocol as p
-from replay.dialect import mapping_table, normalize, session_to, session_to_ga
+from replay.wire import protocol as p
+from replay.wire.dialect import mapping_table, normalize, session_to, session_to_ga
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_docs_hold_the_table_the_code_uses() -> None:
     doc = (ROOT / "docs" / "server.md").read_text()
-    block = doc.split("<!-- dialect table: start (replay.dialect.mapping_table) -->\n")[1].split(
+    block = doc.split("<!-- dialect table: start (replay.wire.dialect.mapping_table) -->\n")[1].split(
         "\n<!-- dialect table: end -->")[0]
     assert block == mapping_table()
 

@@ -16,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from replay.cassette import load
+from replay.cassettes.cassette import load
 from replay.clients.base import MissingDependency
 from replay.clients.registry import get_client
-from replay.cuts import build_cases, select
-from replay.matrix import END, MATRIX_OPTIONS, START
-from replay.runner import RunReport, run_cases
+from replay.conformance.cuts import build_cases, select
+from replay.conformance.matrix import END, MATRIX_OPTIONS, START
+from replay.conformance.runner import RunReport, run_cases
 
 from .conftest import CASSETTES
 

@@ -15,10 +15,10 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
-from replay.cassette import load
+from replay.cassettes.cassette import load
 from replay.clients.command import CommandClient
-from replay.cuts import Case, build_cases
-from replay.runner import RunOptions, RunReport, run_cases
+from replay.conformance.cuts import Case, build_cases
+from replay.conformance.runner import RunOptions, RunReport, run_cases
 
 from .conftest import CASSETTES
 

@@ -13,9 +13,9 @@ import yaml
 from vcr.serialize import deserialize
 from vcr.serializers import yamlserializer
 
-from replay.cassette import Frame, expand_audio, load
-from replay.importer import ImportFailed, detect_dialect, import_trace
-from replay.synth import check_with_engine
+from replay.authoring.importer import ImportFailed, detect_dialect, import_trace
+from replay.authoring.synth import check_with_engine
+from replay.cassettes.cassette import Frame, expand_audio, load
 
 TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "real"
 needs_traces = pytest.mark.skipif(not TRACES.is_dir(), reason="shared/traces/real is not beside the checkout")

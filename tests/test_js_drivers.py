@@ -19,13 +19,13 @@ import pytest
 from typer.testing import CliRunner
 
 from cli import app
+from replay.cassettes.corpus import conformance_corpus
 from replay.clients.base import ClientOutcome, MissingDependency, Target, dialects_of
 from replay.clients.node_drivers import CLIENTS, NODE_DIR, NodeClient, install_pinned, pinned_dir
 from replay.clients.registry import get_client
-from replay.corpus import conformance_corpus
-from replay.cuts import build_cases
-from replay.matrix import MATRIX_OPTIONS, cell
-from replay.runner import run_cases
+from replay.conformance.cuts import build_cases
+from replay.conformance.matrix import MATRIX_OPTIONS, cell
+from replay.conformance.runner import run_cases
 
 needs_node = pytest.mark.skipif(shutil.which("node") is None,
                                 reason="node is not installed: the JavaScript drivers need Node.js >= 20")

@@ -19,14 +19,14 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from replay import protocol as p
-from replay.cassette import Cassette, load
-from replay.dialect import BETA_NAMES, GA_NAMES
-from replay.engine import Conversation
-from replay.protocol import Dialect, IdFactory
-from replay.script import Script as RecordedScript
-from replay.script import script_of
-from replay.server import Cut, ReplayServer, ServerOptions
+from replay.cassettes.cassette import Cassette, load
+from replay.engine.conversation import Conversation
+from replay.engine.script import Script as RecordedScript
+from replay.engine.script import script_of
+from replay.net.server import Cut, ReplayServer, ServerOptions
+from replay.wire import protocol as p
+from replay.wire.dialect import BETA_NAMES, GA_NAMES
+from replay.wire.protocol import Dialect, IdFactory
 
 from .conftest import CASSETTES, b64, only_error, send
 from .conftest import Script as Feed

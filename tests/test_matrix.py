@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from replay.cassettes.corpus import conformance_corpus
 from replay.clients.base import dialects_of
 from replay.clients.registry import get_client
-from replay.corpus import conformance_corpus
-from replay.cuts import build_cases, select
-from replay.matrix import END, MATRIX_CASES, MATRIX_CLIENTS, MATRIX_OPTIONS, START, render
-from replay.runner import CassetteCache, run_cases
+from replay.conformance.cuts import build_cases, select
+from replay.conformance.matrix import END, MATRIX_CASES, MATRIX_CLIENTS, MATRIX_OPTIONS, START, render
+from replay.conformance.runner import CassetteCache, run_cases
 
 ROOT = Path(__file__).resolve().parents[1]
 # At the first audio delta a client's played ms is 0 or 1 depending on microseconds, so a correct

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from replay.cassette import load
+from replay.cassettes.cassette import load
 from replay.clients.command import CommandClient
-from replay.cuts import Case, build_cases
-from replay.preflight import PreflightFailed, preflight
+from replay.conformance.cuts import Case, build_cases
+from replay.conformance.preflight import PreflightFailed, preflight
 
 from .conftest import CASSETTES
 

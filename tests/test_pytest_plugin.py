@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from replay.cassette import Cassette, Frame, WebSocketSession, load
+from replay.cassettes.cassette import Cassette, Frame, WebSocketSession, load
+from replay.cassettes.corpus import bundled_dir, conformance_corpus
 from replay.clients import registry
-from replay.corpus import bundled_dir, conformance_corpus
-from replay.cuts import build_cases, select
-from replay.server import ReplayServer, ServerOptions
+from replay.conformance.cuts import build_cases, select
+from replay.net.server import ReplayServer, ServerOptions
 
 pytest_plugins = ["pytester"]
 
@@ -270,7 +270,7 @@ import pytest
 
 from replay.clients.reference import FIXED
 from replay.pytest_plugin import run_conformance
-from replay.runner import RunOptions
+from replay.conformance.runner import RunOptions
 
 THREE = pytest.mark.rtreplay_cases("RT-INT-1", "RT-INT-2", "RT-INT-3")
 
@@ -334,7 +334,7 @@ def test_run_conformance_under_xdist_gives_every_test_its_own_case(inner: pytest
 import pytest
 
 from replay.pytest_plugin import run_conformance
-from replay.runner import RunOptions
+from replay.conformance.runner import RunOptions
 
 @pytest.mark.rtreplay_cases("RT-INT-1", "RT-INT-2", "RT-INT-3", "RT-INT-4", "RT-TXT-1", "RT-TXT-2")
 def test_each(rtreplay_case):

@@ -9,10 +9,10 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from replay.cassette import load
+from replay.cassettes.cassette import load
 from replay.clients.base import ClientOutcome, Target
-from replay.cuts import Case, build_cases, select
-from replay.runner import RunOptions, run_cases
+from replay.conformance.cuts import Case, build_cases, select
+from replay.conformance.runner import RunOptions, run_cases
 
 from .conftest import CASSETTES
 

@@ -24,9 +24,9 @@ from vcr.serializers import yamlserializer
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from replay.cassette import Cassette, Frame, WebSocketSession, load
-from replay.recorder import RecordingProxy, RecordModeError
-from replay.server import ReplayServer, ServerOptions
+from replay.cassettes.cassette import Cassette, Frame, WebSocketSession, load
+from replay.net.recorder import RecordingProxy, RecordModeError
+from replay.net.server import ReplayServer, ServerOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "gpt-realtime"
@@ -396,7 +396,7 @@ async def test_client_drop_keeps_the_frames_so_far(tmp_path: Path) -> None:
 SIGNAL_SCRIPT = """
 import asyncio, sys
 from pathlib import Path
-from replay.recorder import RecordingProxy, run_until_signalled
+from replay.net.recorder import RecordingProxy, run_until_signalled
 
 def ready(proxy):
     print(proxy.port, flush=True)

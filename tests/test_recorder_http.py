@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import vcr
 
-from replay.cassette import load
-from replay.recorder import RecordingProxy
+from replay.cassettes.cassette import load
+from replay.net.recorder import RecordingProxy
 
 KEY = "sk-test-" + "h" * 24
 

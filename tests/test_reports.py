@@ -13,12 +13,12 @@ import pytest
 import xmlschema
 from rich.console import Console
 
-from replay import reports
 from replay.clients.base import ClientOutcome
-from replay.cuts import Case
-from replay.engine import Snapshot
-from replay.runner import CaseResult, RunReport
-from replay.verdicts import FAILED, INFORMATIONAL, NON_STRICT, NOT_REACHED, OK, Verdict
+from replay.conformance import reports
+from replay.conformance.cuts import Case
+from replay.conformance.runner import CaseResult, RunReport
+from replay.conformance.verdicts import FAILED, INFORMATIONAL, NON_STRICT, NOT_REACHED, OK, Verdict
+from replay.engine.conversation import Snapshot
 
 XSD = Path(__file__).parent / "data" / "junit-10.xsd"
 ERROR_FRAME = {"type": "error", "event_id": "event_err1", "error": {

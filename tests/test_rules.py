@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from replay.engine import Conversation
-from replay.protocol import IdFactory
-from replay.rules import RULES, RuleBook, RuleConfigError
+from replay.engine.conversation import Conversation
+from replay.wire.protocol import IdFactory
+from replay.wire.rules import RULES, RuleBook, RuleConfigError
 
 from .conftest import Script, b64, only_error, send
 

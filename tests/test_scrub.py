@@ -13,10 +13,10 @@ import pytest
 from openai import AsyncOpenAI
 from typer.testing import CliRunner
 
-from replay.cassette import Cassette, Frame, WebSocketSession, load, loads
-from replay.recorder import RecordingProxy
-from replay.scrub import find_secrets, mask, scrub_cassette
-from replay.server import ReplayServer, ServerOptions
+from replay.cassettes.cassette import Cassette, Frame, WebSocketSession, load, loads
+from replay.cassettes.scrub import find_secrets, mask, scrub_cassette
+from replay.net.recorder import RecordingProxy
+from replay.net.server import ReplayServer, ServerOptions
 
 from .test_recorder import EPHEMERAL, MODEL, ga_cassette
 

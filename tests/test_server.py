@@ -13,8 +13,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from replay.cassette import Cassette, Frame, WebSocketSession, load
-from replay.server import ReplayServer, ServerOptions
+from replay.cassettes.cassette import Cassette, Frame, WebSocketSession, load
+from replay.net.server import ReplayServer, ServerOptions
 
 from .conftest import CASSETTES
 

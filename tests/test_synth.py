@@ -13,9 +13,9 @@ import pytest
 from vcr.serialize import deserialize
 from vcr.serializers import yamlserializer
 
-from replay.cassette import Cassette, expand_audio, load
-from replay.engine import Conversation
-from replay.synth import CASSETTES, CREATED_AT, SOURCE, build_all, check_with_engine, tokens
+from replay.authoring.synth import CASSETTES, CREATED_AT, SOURCE, build_all, check_with_engine, tokens
+from replay.cassettes.cassette import Cassette, expand_audio, load
+from replay.engine.conversation import Conversation
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "cassettes"

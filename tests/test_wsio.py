@@ -13,7 +13,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
-from replay.wsio import receive_frames, send_pending
+from replay.net.wsio import receive_frames, send_pending
 
 DELETE = b'{"type":"conversation.item.delete","item_id":"item_a"}'
 

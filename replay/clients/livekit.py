@@ -25,7 +25,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from replay.protocol import b64_decoded_len
+from replay.wire.protocol import b64_decoded_len
 
 from ._support import PlaybackClock, captured_logs, recorded_turns, turn_may_start, wait_for_stop
 from .base import ClientOutcome, MissingDependency, Target

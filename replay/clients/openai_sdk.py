@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from replay.protocol import AUDIO_DELTA_TYPES, b64_decoded_len, format_bytes_per_ms
+from replay.wire.protocol import AUDIO_DELTA_TYPES, b64_decoded_len, format_bytes_per_ms
 
 from ._support import PlaybackClock, captured_logs, turn_may_start, wait_for_stop
 from .base import ClientOutcome, MissingDependency, Target

@@ -22,10 +22,10 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 
 from replay import __version__
-from replay.cassette import load
+from replay.cassettes.cassette import load
 from replay.clients._support import PlaybackClock
 from replay.clients.base import ClientOutcome, Target
-from replay.protocol import AUDIO_DELTA_TYPES, ITEM_ADDED, b64_decoded_len, format_bytes_per_ms
+from replay.wire.protocol import AUDIO_DELTA_TYPES, ITEM_ADDED, b64_decoded_len, format_bytes_per_ms
 
 
 @dataclass

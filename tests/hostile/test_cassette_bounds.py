@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from replay.cassette import MAX_ALIAS_NODES, MAX_AUDIO_BYTES, CassetteError, load, loads
+from replay.cassettes.cassette import MAX_ALIAS_NODES, MAX_AUDIO_BYTES, CassetteError, load, loads
 
 ROOT = Path(__file__).resolve().parents[2]
 MEMORY_LIMIT = 1 << 30  # address space of each command: a billion laughs needs tens of GB

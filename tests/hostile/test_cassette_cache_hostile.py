@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from replay import cassette_cache
-from replay.cassette import _CACHE, CassetteError, load, loads
-from replay.script import script_of
+from replay.cassettes import cache as cassette_cache
+from replay.cassettes.cassette import _CACHE, CassetteError, load, loads
+from replay.engine.script import script_of
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = ROOT / "cassettes" / "ga_text_turn_audio_response.yaml"

@@ -28,8 +28,8 @@ import pytest
 import yaml
 from rich.console import Console
 
-from replay.cassette import Cassette, CassetteError, from_data
-from replay.script import script_of
+from replay.cassettes.cassette import Cassette, CassetteError, from_data
+from replay.engine.script import script_of
 
 ROOT = Path(__file__).resolve().parents[2]
 BUNDLED = sorted((ROOT / "cassettes").glob("*.yaml"))
@@ -122,10 +122,10 @@ def use(cassette: Cassette, *, serve: bool) -> None:
     Printing the timelines is most of the time, so only the served sample is printed; the others build
     every row that would be printed.
     """
-    from replay import render
-    from replay.cuts import build_cases
-    from replay.lint import lint_cassette
-    from replay.scrub import find_secrets
+    from replay.authoring.lint import lint_cassette
+    from replay.authoring import render
+    from replay.cassettes.scrub import find_secrets
+    from replay.conformance.cuts import build_cases
 
     if serve:
         render.show(cassette, Console(file=io.StringIO(), width=120, emoji=False, highlight=False))
@@ -150,7 +150,7 @@ async def _serve(cassette: Cassette) -> None:
     """Each session served at speed 0 to a raw client that sends the recorded client frames, for a moment."""
     from websockets.asyncio.client import connect
 
-    from replay.server import ReplayServer, ServerOptions
+    from replay.net.server import ReplayServer, ServerOptions
 
     failures: list[BaseException] = []
     loop = asyncio.get_running_loop()

@@ -116,7 +116,7 @@ def test_import_names_the_users_path_when_the_write_fails(tmp_path: Path, monkey
         raise OSError(28, "No space left on device", str(path.parent / ".out.yaml.abc123.tmp"))
 
     monkeypatch.setattr(replay.files, "write_atomic", full)
-    monkeypatch.setattr("replay.cassette.write_atomic", full)
+    monkeypatch.setattr("replay.cassettes.cassette.write_atomic", full)
     out = tmp_path / "out.yaml"
     result = CliRunner().invoke(app, ["import", str(trace(tmp_path, {})), "-o", str(out)], terminal_width=400)
     assert result.exit_code == 2

@@ -11,13 +11,13 @@ from pathlib import Path
 import xmlschema
 from rich.console import Console
 
-from replay import reports
 from replay.clients.base import ClientOutcome
-from replay.cuts import Case
-from replay.engine import Snapshot
-from replay.runner import CaseResult, RunReport
-from replay.verdicts import FAILED, Verdict
-from replay.wirelog import WireLog, loggable
+from replay.conformance import reports
+from replay.conformance.cuts import Case
+from replay.conformance.runner import CaseResult, RunReport
+from replay.conformance.verdicts import FAILED, Verdict
+from replay.engine.conversation import Snapshot
+from replay.net.wirelog import WireLog, loggable
 
 XSD = Path(__file__).resolve().parents[1] / "data" / "junit-10.xsd"
 HUGE = "x" * 10_000_000

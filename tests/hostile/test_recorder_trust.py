@@ -25,8 +25,8 @@ from websockets.exceptions import InvalidStatus
 from websockets.http11 import Request, Response
 
 from cli import app
-from replay.cassette import load
-from replay.recorder import RecorderError, RecordingProxy, Upstream, refusal
+from replay.cassettes.cassette import load
+from replay.net.recorder import RecorderError, RecordingProxy, Upstream, refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "sk-proj-" + "Q" * 40

@@ -171,14 +171,14 @@ def test_a_host_beyond_loopback_without_a_key_is_refused() -> None:
 def _serve_without_binding(monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     """The CLI's `serve` up to its ready lines, with serve_forever stubbed: no socket is bound beyond loopback."""
     import cli
-    import replay.server
+    import replay.net.server
 
-    async def fake(server: replay.server.ReplayServer, on_ready: Any) -> tuple[str, int]:
+    async def fake(server: replay.net.server.ReplayServer, on_ready: Any) -> tuple[str, int]:
         server.port = 8765
         on_ready(server)
         return "SIGINT", 0
 
-    monkeypatch.setattr(replay.server, "serve_forever", fake)
+    monkeypatch.setattr(replay.net.server, "serve_forever", fake)
     result = CliRunner().invoke(cli.app, ["serve", CASSETTE, *args], env={"COLUMNS": "400"})
     return result.exit_code, result.output
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from replay.server import MAX_BODY, ReplayServer, ServerOptions
+from replay.net.server import MAX_BODY, ReplayServer, ServerOptions
 
 
 def _exchange(port: int, data: bytes, timeout: float = 10.0) -> bytes:

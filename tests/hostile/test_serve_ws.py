@@ -10,8 +10,8 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from replay.cassette import load
-from replay.server import ReplayServer, ServerOptions
+from replay.cassettes.cassette import load
+from replay.net.server import ReplayServer, ServerOptions
 
 from ..conftest import CASSETTES
 
@@ -137,7 +137,7 @@ async def test_a_long_running_server_releases_finished_sessions() -> None:
 
 async def test_a_bug_of_ours_on_a_session_closes_it_1011_with_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
     """Whatever trips the server on one session, its client is told (1011) and `serve` prints one line."""
-    from replay.engine import Conversation
+    from replay.engine.conversation import Conversation
 
     def broken(self: Conversation, data: str | bytes) -> Any:
         raise RuntimeError("\x1b[2Jboom")

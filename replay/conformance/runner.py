@@ -1,7 +1,7 @@
 """The conformance runner: one replay server per case, one client per case, a verdict per case.
 
-An asyncio shell: the decisions are the cut (:mod:`replay.cuts`), the server's answers
-(:mod:`replay.engine`) and the verdict (:mod:`replay.verdicts`). Cases are independent, each on
+An asyncio shell: the decisions are the cut (:mod:`replay.conformance.cuts`), the server's answers
+(:mod:`replay.engine.conversation`) and the verdict (:mod:`replay.conformance.verdicts`). Cases are independent, each on
 its own free port, so they run concurrently. A run that is interrupted keeps the cases that finished
 and cancels the others, whose clients then end what they started.
 """
@@ -19,13 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from replay import __version__
-from replay.cassette import Cassette, load
+from replay.cassettes.cassette import Cassette, load
 from replay.clients.base import Client, ClientOutcome, Target
-from replay.cuts import Case
-from replay.rules import RuleBook
-from replay.server import Cut, LiveSession, ReplayServer, ServerOptions
+from replay.conformance.cuts import Case
+from replay.conformance.verdicts import FAILED, NON_STRICT, NOT_REACHED, Verdict, judge
+from replay.net.server import Cut, LiveSession, ReplayServer, ServerOptions
 from replay.text import CLIENT_TEXT_LIMIT, clip
-from replay.verdicts import FAILED, NON_STRICT, NOT_REACHED, Verdict, judge
+from replay.wire.rules import RuleBook
 
 DUMMY_KEY = "sk-rtreplay-dummy-key"
 CRASH_TAIL = 4 * CLIENT_TEXT_LIMIT  # characters of an in-process client's traceback kept (its end says why)

@@ -7,6 +7,7 @@ arithmetic, and the default session objects a server announces. Sources: the pro
 
 from __future__ import annotations
 
+import base64
 import marshal
 import random
 import string
@@ -239,3 +240,17 @@ TURN_DETECTION_KEYS = frozenset(
     }
 )
 TURN_DETECTION_TYPES = ("server_vad", "semantic_vad")
+
+
+_SILENCE_CACHE: dict[int, str] = {}
+SILENCE_CACHED_BYTES = 1 << 20  # a delta's size is cached; a cassette's odd huge one is not kept
+
+
+def silence_b64(nbytes: int) -> str:
+    """Base64 of ``nbytes`` zero bytes (pcm16 and G.711 silence alike for our purposes)."""
+    cached = _SILENCE_CACHE.get(nbytes)
+    if cached is None:
+        cached = base64.b64encode(bytes(nbytes)).decode("ascii")
+        if len(_SILENCE_CACHE) < 256 and nbytes <= SILENCE_CACHED_BYTES:
+            _SILENCE_CACHE[nbytes] = cached
+    return cached

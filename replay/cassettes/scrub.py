@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from replay.cassette import Cassette, Frame, WebSocketSession
+from replay.cassettes.cassette import Cassette, Frame, WebSocketSession
 
 REDACTED = "REDACTED"
 SECRET_HEADERS = frozenset({"authorization", "api-key", "cookie", "set-cookie"})

@@ -9,7 +9,7 @@ A recorded session is compiled into
 
 Acknowledgements of client events (``session.updated``, item acks, errors, ...) are dropped: the
 engine answers the live client itself. Recorded ids are kept as hints; the engine keeps them where
-they stay unique. Everything is in the neutral (GA) form (:mod:`replay.dialect`). Pure.
+they stay unique. Everything is in the neutral (GA) form (:mod:`replay.wire.dialect`). Pure.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from replay.cassette import (
+from replay.cassettes.cassette import (
     AUDIO_FIELD,
     MAX_AUDIO_BYTES,
     MAX_T,
@@ -28,8 +28,8 @@ from replay.cassette import (
     WebSocketSession,
     compacted_bytes,
 )
-from replay.dialect import normalize
 from replay.text import visible
+from replay.wire.dialect import normalize
 
 # Step kinds, in the order a response streams them; the engine renders each into its wire event.
 STEP_OF: dict[str, str] = {

@@ -13,10 +13,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from replay.cassette import AUDIO_FIELD, Cassette, Frame, WebSocketSession
-from replay.protocol import b64_decoded_len, format_bytes_per_ms
-from replay.script import script_of
+from replay.cassettes.cassette import AUDIO_FIELD, Cassette, Frame, WebSocketSession
+from replay.engine.script import script_of
 from replay.text import shown
+from replay.wire.protocol import b64_decoded_len, format_bytes_per_ms
 
 _KEY_FIELDS = ("item_id", "content_index", "audio_end_ms", "audio_start_ms", "previous_item_id")
 DETAIL_LIMIT = 300  # characters of a frame's details in the timeline

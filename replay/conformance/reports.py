@@ -1,7 +1,7 @@
 """Reports of a conformance run: the terminal table, JSON, JUnit XML, a self-contained HTML page,
 per-case wire logs, and the baseline gate that decides a CI run's exit code.
 
-Everything here is a pure view of a :class:`~replay.runner.RunReport`; the files are written
+Everything here is a pure view of a :class:`~replay.conformance.runner.RunReport`; the files are written
 atomically so a CI job killed mid-write never uploads half a report. What a client sent is untrusted:
 each string of it is cut (`replay.text.clip`), a lone surrogate is written as its escape, and the
 console shows control characters as escapes, so any report can be written and read whatever came.
@@ -27,16 +27,16 @@ from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 
-from replay.cassette import AUDIO_FIELD
+from replay.authoring.render import audio_bytes, summarize
+from replay.cassettes.cassette import AUDIO_FIELD
 from replay.clients.base import ClientOutcome
 from replay.clients.command import OUTPUT_TAIL
+from replay.conformance.runner import CRASH_TAIL, CaseResult, RunReport
+from replay.conformance.verdicts import FAILED, INFORMATIONAL, NON_STRICT, NOT_REACHED, OK, ORDER
 from replay.files import read_text, write_atomic
-from replay.protocol import format_bytes_per_ms
-from replay.render import audio_bytes, summarize
-from replay.runner import CRASH_TAIL, CaseResult, RunReport
+from replay.net.wirelog import WireLog, bounded_value
 from replay.text import CLIENT_TEXT_LIMIT, clip, visible
-from replay.verdicts import FAILED, INFORMATIONAL, NON_STRICT, NOT_REACHED, OK, ORDER
-from replay.wirelog import WireLog, bounded_value
+from replay.wire.protocol import format_bytes_per_ms
 
 COLORS = {OK: "green", INFORMATIONAL: "blue", NON_STRICT: "yellow", NOT_REACHED: "magenta", FAILED: "red"}
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")

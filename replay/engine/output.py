@@ -1,6 +1,6 @@
 """What the server says on its own: the model's output, the cancel tail, and the user's voice.
 
-The recording supplies *what* the model said (:class:`replay.script.Step`); this renders each step
+The recording supplies *what* the model said (:class:`replay.engine.script.Step`); this renders each step
 as the wire event the live conversation calls for, under live ids and in the client's dialect.
 Nothing here is applied to the state: the caller sends each event through ``send_server``.
 """
@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from replay import protocol as p
-from replay.dialect import event_name
-from replay.state import ConversationState, Event, Item, Response, empty_usage, silence_b64
+from replay.engine.state import ConversationState, Event, Item, Response, empty_usage
+from replay.wire import protocol as p
+from replay.wire.dialect import event_name
+from replay.wire.protocol import silence_b64
 
 if TYPE_CHECKING:
-    from replay.script import Step
+    from replay.engine.script import Step
 
 
 class ModelOutput(ConversationState):

@@ -8,30 +8,16 @@ the active response; and the snapshot a verdict is judged against.
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay import protocol as p
-from replay.dialect import session_to
-from replay.protocol import Dialect, IdFactory
-from replay.rules import RuleBook
+from replay.wire import protocol as p
+from replay.wire.dialect import session_to
+from replay.wire.protocol import Dialect, IdFactory
+from replay.wire.rules import RuleBook
 
 Event = dict[str, Any]
-
-_SILENCE_CACHE: dict[int, str] = {}
-
-
-def silence_b64(nbytes: int) -> str:
-    """Base64 of ``nbytes`` zero bytes (pcm16 and G.711 silence alike for our purposes)."""
-    cached = _SILENCE_CACHE.get(nbytes)
-    if cached is None:
-        cached = base64.b64encode(bytes(nbytes)).decode("ascii")
-        if len(_SILENCE_CACHE) < 256:
-            _SILENCE_CACHE[nbytes] = cached
-    return cached
-
 
 @dataclass
 class Part:

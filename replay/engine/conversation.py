@@ -2,10 +2,10 @@
 
 Sans-I/O in the manner of h11: no sockets, no clock, no tasks. Feed it every client frame it
 receives (:meth:`Conversation.receive_client`) and every server event that goes out
-(:meth:`~replay.state.ConversationState.send_server`). A client event is validated against the
-rule table (:mod:`replay.rules`) in the precedence of the reference's §11; the answer comes back as
-events the caller may send. The state lives in :mod:`replay.state`, what the server says on its own
-(model output, the user's voice, the cancel tail) in :mod:`replay.output`.
+(:meth:`~replay.engine.state.ConversationState.send_server`). A client event is validated against the
+rule table (:mod:`replay.wire.rules`) in the precedence of the reference's §11; the answer comes back as
+events the caller may send. The state lives in :mod:`replay.engine.state`, what the server says on its own
+(model output, the user's voice, the cancel tail) in :mod:`replay.engine.output`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from replay import protocol as p
-from replay.output import ModelOutput
-from replay.state import Event, Item, Part, Response, Snapshot, empty_usage, merge_session, silence_b64
+from replay.engine.output import ModelOutput
+from replay.engine.state import Event, Item, Part, Response, Snapshot, empty_usage, merge_session
 from replay.text import clip
+from replay.wire import protocol as p
+from replay.wire.protocol import silence_b64
 
 __all__ = ["Conversation", "Event", "Item", "Part", "Received", "Refusal", "Response", "Snapshot", "empty_usage",
            "silence_b64"]

@@ -31,7 +31,7 @@ from typing import Any, TypeGuard
 
 import yaml
 
-from replay.cassette import (
+from replay.cassettes.cassette import (
     AUDIO_FIELD,
     MAX_DEPTH,
     MAX_T,
@@ -45,9 +45,9 @@ from replay.cassette import (
     from_data,
     parse_yaml,
 )
+from replay.engine.script import check_event
 from replay.files import read_text
-from replay.protocol import CLIENT_TYPES, Dialect
-from replay.script import check_event
+from replay.wire.protocol import CLIENT_TYPES, Dialect
 
 __all__ = ["ImportFailed", "detect_dialect", "import_trace", "tool_version"]
 

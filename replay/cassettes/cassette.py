@@ -23,11 +23,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from replay.cassette_cache import NotAFile, ParsedCache, read_bytes
-from replay.engine import silence_b64
+from replay.cassettes.cache import NotAFile, ParsedCache, read_bytes
 from replay.files import write_atomic
-from replay.protocol import AUDIO_DELTA_TYPES, DIALECTS, Dialect
 from replay.text import visible
+from replay.wire.protocol import AUDIO_DELTA_TYPES, DIALECTS, Dialect, silence_b64
 
 try:
     from yaml import CSafeDumper as _Dumper
@@ -450,7 +449,7 @@ def _from_plain(plain: Any, path: Path) -> Cassette:
     again, in C-speed passes over the columns (a few per cent of a hit): an entry of another shape raises
     TypeError, ValueError or KeyError, and the caller parses the file instead. The rest (times in order,
     text and binary frames, what is inside each event) is checked again where each session is compiled
-    (`replay.script.check_session`), with the one-line error a file gets."""
+    (`replay.engine.script.check_session`), with the one-line error a file gets."""
     metadata, interactions = plain
     if type(metadata) is not dict or type(interactions) is not list:
         raise TypeError("not an entry")

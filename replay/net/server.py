@@ -35,18 +35,18 @@ from websockets.http11 import Request
 from websockets.protocol import State
 from websockets.server import ServerProtocol
 
-from replay.cassette import Cassette
-from replay.cuts import CUT_AFTER, CUT_AT
-from replay.dialect import neutral_name
-from replay.engine import Conversation, Event, Received, Snapshot
-from replay.matching import DEFAULT_IGNORE, Divergence, StrictMatcher
-from replay.player import ResponsePlayer, Speech, User
-from replay.protocol import AUDIO_DELTA_TYPES, Dialect, IdFactory
-from replay.rules import RuleBook
-from replay.script import Script, script_of
+from replay.cassettes.cassette import Cassette
+from replay.conformance.cuts import CUT_AFTER, CUT_AT
+from replay.engine.conversation import Conversation, Event, Received, Snapshot
+from replay.engine.matching import DEFAULT_IGNORE, Divergence, StrictMatcher
+from replay.engine.player import ResponsePlayer, Speech, User
+from replay.engine.script import Script, script_of
+from replay.net.wirelog import WireLog
+from replay.net.wsio import HEAD_TIMEOUT_S, peer_of, plain_response, receive_frames, send_pending, serve_connection
 from replay.text import clip, shown
-from replay.wirelog import WireLog
-from replay.wsio import HEAD_TIMEOUT_S, peer_of, plain_response, receive_frames, send_pending, serve_connection
+from replay.wire.dialect import neutral_name
+from replay.wire.protocol import AUDIO_DELTA_TYPES, Dialect, IdFactory
+from replay.wire.rules import RuleBook
 
 REALTIME_PATHS = ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime")
 MAX_HEAD = 64 * 1024

@@ -10,8 +10,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from replay.conformance.runner import CaseResult, RunOptions, RunReport
 from replay.files import write_atomic
-from replay.runner import CaseResult, RunOptions, RunReport
 
 # The README's table: the reference clients and every library driver, Python and JavaScript...
 MATRIX_CLIENTS = ["reference-naive", "reference-fixed", "openai", "livekit", "livekit-pr6249", "openai-agents",

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from replay.script import DEFAULT_SPEECH_S, ModelResponse, Script, Step, UserTurn
+from replay.engine.script import DEFAULT_SPEECH_S, ModelResponse, Script, Step, UserTurn
 
 TYPED_GRACE_S = 1.5  # a client that types its turns gets this long before the user says them aloud
 

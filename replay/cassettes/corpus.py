@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from replay.cassette import Cassette, CassetteError, load
+from replay.cassettes.cassette import Cassette, CassetteError, load
 
-_HERE = Path(__file__).resolve().parent
+_HERE = Path(__file__).resolve().parents[1]  # replay/, where a wheel puts bundled_cassettes
 
 
 def bundled_dir() -> Path:

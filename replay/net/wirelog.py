@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from replay.cassette import AUDIO_FIELD
+from replay.cassettes.cassette import AUDIO_FIELD
 from replay.files import write_atomic
-from replay.protocol import b64_decoded_len
 from replay.text import clip
+from replay.wire.protocol import b64_decoded_len
 
 if TYPE_CHECKING:
-    from replay.engine import Received
-    from replay.matching import Divergence
+    from replay.engine.conversation import Received
+    from replay.engine.matching import Divergence
 
 
 MAX_DEPTH = 32  # of nested objects and arrays kept in a logged event; deeper is one string saying so

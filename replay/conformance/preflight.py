@@ -12,12 +12,12 @@ import asyncio
 import contextlib
 from dataclasses import dataclass
 
-from replay.cassette import Cassette
+from replay.cassettes.cassette import Cassette
 from replay.clients.base import ClientOutcome, Target
 from replay.clients.command import CONNECT_TIMEOUT, CommandClient
-from replay.cuts import Case
-from replay.runner import DUMMY_KEY
-from replay.server import ReplayServer, ServerOptions
+from replay.conformance.cuts import Case
+from replay.conformance.runner import DUMMY_KEY
+from replay.net.server import ReplayServer, ServerOptions
 
 
 @dataclass

@@ -2,13 +2,13 @@
 
 A client talks to the proxy as if it were the Realtime API; the proxy forwards every frame to the
 real upstream unchanged and keeps what passed as a cassette. Towards the client it is websockets'
-sans-I/O server (as in `replay.server`), so the proxy itself chooses the subprotocol the upstream
+sans-I/O server (as in `replay.net.server`), so the proxy itself chooses the subprotocol the upstream
 chose and forwards close codes and reasons verbatim; towards the upstream it is websockets' asyncio
 client. Plain HTTP (ephemeral keys, WebRTC calls) is forwarded with httpx and kept as vcrpy
 interactions (vcrpy's cassette format, which vcrpy loads), merged into the same file; nothing is
 patched process-wide, so concurrent calls never wait on each other.
 
-Every write is scrubbed (`replay.scrub`) and atomic (`write_atomic`): a kill at any moment leaves
+Every write is scrubbed (`replay.cassettes.scrub`) and atomic (`write_atomic`): a kill at any moment leaves
 the previous file or a complete new one, never half of either.
 """
 
@@ -42,12 +42,12 @@ from websockets.server import ServerProtocol
 from websockets.typing import Subprotocol
 
 from replay import __version__
-from replay.cassette import Cassette, Frame, Source, WebSocketSession, compact_audio, load
+from replay.cassettes.cassette import Cassette, Frame, Source, WebSocketSession, compact_audio, load
+from replay.cassettes.scrub import scrub_cassette
 from replay.files import write_atomic
-from replay.scrub import scrub_cassette
-from replay.server import MAX_FRAME, MAX_HEAD, wants_beta
+from replay.net.server import MAX_FRAME, MAX_HEAD, wants_beta
+from replay.net.wsio import receive_frames, send_pending, serve_connection
 from replay.text import visible
-from replay.wsio import receive_frames, send_pending, serve_connection
 
 RECORD_MODES = ("once", "new_episodes", "none", "all", "rewrite")
 AudioMode = Literal["compact", "full"]

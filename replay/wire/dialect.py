@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from replay.protocol import Dialect, clone
+from replay.wire.protocol import Dialect, clone
 
 # Server event names: (GA, beta, reference). A beta of None: the event has no beta form.
 EVENTS: tuple[tuple[str, str | None, str], ...] = (

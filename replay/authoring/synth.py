@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from replay.cassette import Cassette, Frame, Source, WebSocketSession, expand_audio
-from replay.engine import Conversation
-from replay.importer import tool_version
-from replay.protocol import (
+from replay.authoring.importer import tool_version
+from replay.cassettes.cassette import Cassette, Frame, Source, WebSocketSession, expand_audio
+from replay.engine.conversation import Conversation
+from replay.wire.protocol import (
     ASSISTANT_AUDIO,
     ASSISTANT_TEXT,
     AUDIO_DELTA,

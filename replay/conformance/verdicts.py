@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from replay.engine import Snapshot
-from replay.protocol import AUDIO_DELTA_TYPES
-from replay.rules import RULES
+from replay.engine.conversation import Snapshot
 from replay.text import clip
+from replay.wire.protocol import AUDIO_DELTA_TYPES
+from replay.wire.rules import RULES
 
 FIXES = {rule.id: rule.fix for rule in RULES if rule.fix}
 ADVICE_UNPLAYED = "a correct client deletes an item none of which was played (conversation.item.delete)"

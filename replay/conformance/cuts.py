@@ -16,11 +16,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from replay.cassette import Cassette, WebSocketSession
-from replay.dialect import neutral_name
-from replay.engine import Conversation, Snapshot
-from replay.protocol import AUDIO_DELTA_TYPES
-from replay.script import script_of
+from replay.cassettes.cassette import Cassette, WebSocketSession
+from replay.engine.conversation import Conversation, Snapshot
+from replay.engine.script import script_of
+from replay.wire.dialect import neutral_name
+from replay.wire.protocol import AUDIO_DELTA_TYPES
 
 CUT_AFTER = re.compile(r"^after:(?P<type>[a-z_.]+)#(?P<n>\d+)$")
 CUT_AT = re.compile(r"^at:(?P<s>\d+(\.\d+)?)s?$")

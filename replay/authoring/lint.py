@@ -11,9 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from replay.cassette import Cassette, WebSocketSession
-from replay.engine import Conversation
-from replay.script import script_of
+from replay.cassettes.cassette import Cassette, WebSocketSession
+from replay.engine.conversation import Conversation
+from replay.engine.script import script_of
 from replay.text import clip, visible
 
 
