@@ -490,6 +490,18 @@ def _optional(value: Any, kind: type) -> bool:
     return value is None or (isinstance(value, kind) and not isinstance(value, bool))
 
 
+def session_audio(so_far: int, event: dict[str, Any], at: str) -> int:
+    """The session's compacted audio bytes with this event's, refused past `MAX_AUDIO_BYTES` in all."""
+    key = AUDIO_FIELD.get(event["type"])
+    if key is None or isinstance(event.get(key), str | None):
+        return so_far
+    total = so_far + compacted_bytes(event[key], f"{at}.{key}")
+    if total > MAX_AUDIO_BYTES:
+        raise CassetteError(f"{at}.{key}: the session's compacted audio comes to more than "
+                            f"{MAX_AUDIO_BYTES:,} bytes ({_AUDIO_BOUND})")
+    return total
+
+
 def compacted_bytes(payload: Any, at: str) -> int:
     """The size a compacted audio payload stands for; anything but a base64 string or ``{"$audio": {"bytes": N}}``
     is refused, and N must be a whole number of bytes within `MAX_AUDIO_BYTES`."""
@@ -566,12 +578,7 @@ def _session(interaction: dict[str, Any], websocket: Any, at: str) -> WebSocketS
             event = raw["event"]
             if not isinstance(event, dict) or not isinstance(event.get("type"), str):
                 raise CassetteError(f"{fat}.event: must be a mapping with a string 'type'")
-            key = AUDIO_FIELD.get(event["type"])
-            if key is not None and not isinstance(event.get(key), str | None):
-                audio += compacted_bytes(event[key], f"{fat}.event.{key}")
-                if audio > MAX_AUDIO_BYTES:
-                    raise CassetteError(f"{fat}.event.{key}: the session's compacted audio comes to more than "
-                                        f"{MAX_AUDIO_BYTES:,} bytes ({_AUDIO_BOUND})")
+            audio = session_audio(audio, event, f"{fat}.event")
             frames.append(Frame(float(t), source, event=event))
         elif "text" in raw:
             if not isinstance(raw["text"], str):

@@ -21,12 +21,11 @@ from typing import Any, Literal
 
 from replay.cassettes.cassette import (
     AUDIO_FIELD,
-    MAX_AUDIO_BYTES,
     MAX_T,
     Cassette,
     CassetteError,
     WebSocketSession,
-    compacted_bytes,
+    session_audio,
 )
 from replay.text import visible
 from replay.wire.dialect import normalize
@@ -402,12 +401,7 @@ def check_session(session: WebSocketSession, where: str = "session") -> None:
         if not isinstance(event, dict):
             raise CassetteError(f"{at}.event: must be a mapping with a string 'type'")
         check_event(event, f"{at}.event")
-        key = AUDIO_FIELD.get(event["type"])
-        if key is not None and not isinstance(event.get(key), str | None):
-            audio += compacted_bytes(event[key], f"{at}.event.{key}")
-            if audio > MAX_AUDIO_BYTES:
-                raise CassetteError(f"{at}.event.{key}: the session's compacted audio is more than "
-                                    f"{MAX_AUDIO_BYTES:,} bytes")
+        audio = session_audio(audio, event, f"{at}.event")
 
 
 MAX_TYPE = 200  # characters of an event's type; the protocol's longest is under 60

@@ -122,8 +122,8 @@ def use(cassette: Cassette, *, serve: bool) -> None:
     Printing the timelines is most of the time, so only the served sample is printed; the others build
     every row that would be printed.
     """
-    from replay.authoring.lint import lint_cassette
     from replay.authoring import render
+    from replay.authoring.lint import lint_cassette
     from replay.cassettes.scrub import find_secrets
     from replay.conformance.cuts import build_cases
 
