@@ -11,11 +11,10 @@ python3 -m venv "$scratch/venv"
 "$scratch/venv/bin/python" -m pip install --quiet -e '.[dev]'
 {
   sed -n '1,/^[^#]/{/^#/p}' constraints.txt
-  "$scratch/venv/bin/python" -m pip freeze --all --exclude-editable | grep -v '^setuptools=='
+  "$scratch/venv/bin/python" -m pip freeze --exclude-editable
 } > "$scratch/constraints.txt"
 mv "$scratch/constraints.txt" constraints.txt
 python3 -m venv .venv
-.venv/bin/python -m pip install --quiet -c constraints.txt --upgrade pip
 .venv/bin/python -m pip install --quiet -c constraints.txt -e '.[dev]'
 .venv/bin/rtreplay matrix --update README.md
 git --no-pager diff --stat -- constraints.txt README.md
