@@ -5,6 +5,8 @@ Everything here is a pure view of a :class:`~replay.conformance.runner.RunReport
 atomically so a CI job killed mid-write never uploads half a report. What a client sent is untrusted:
 each string of it is cut (`replay.text.clip`), a lone surrogate is written as its escape, and the
 console shows control characters as escapes, so any report can be written and read whatever came.
+The HTML page is ``templates/report.html.j2`` (Jinja2, autoescaped): this module hands it plain strings
+and numbers and builds no markup, so no field can be left unescaped by a missed call.
 A run that was interrupted says so in every view, with the cases that did not finish.
 """
 
@@ -21,7 +23,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import jinja2
 from rich.cells import cell_len
@@ -418,7 +420,7 @@ class _Fact:
 
     name: str
     values: tuple[str, ...]
-    kind: str = "lines"
+    kind: Literal["lines", "pre", "code", "verdict"] = "lines"
     verdict: str = ""
 
 
