@@ -5,13 +5,15 @@ Everything here is a pure view of a :class:`~replay.conformance.runner.RunReport
 atomically so a CI job killed mid-write never uploads half a report. What a client sent is untrusted:
 each string of it is cut (`replay.text.clip`), a lone surrogate is written as its escape, and the
 console shows control characters as escapes, so any report can be written and read whatever came.
+The HTML page is ``templates/report.html.j2`` (Jinja2, autoescaped): this module hands it plain strings
+and numbers and builds no markup, so no field can be left unescaped by a missed call.
 A run that was interrupted says so in every view, with the cases that did not finish.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import html
+import functools
 import itertools
 import json
 import re
@@ -21,8 +23,9 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import groupby
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import jinja2
 from rich.cells import cell_len
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
@@ -383,66 +386,55 @@ def write_junit(report: RunReport, path: str | Path, *, strict: bool = False,
 
 # ---------------------------------------------------------------------------- HTML
 
-_CSS = """
-body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:1.5rem auto;max-width:1200px;
-color:#1f2328;padding:0 1rem}
-h1{font-size:1.4rem;margin:0 0 .3rem}
-.meta{color:#59636e;margin:0 0 .8rem}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;vertical-align:top;padding:.25rem .5rem;border-bottom:1px solid #e5e7eb}
-th{background:#f6f8fa;position:sticky;top:0}
-.badge{display:inline-block;padding:.05rem .5rem;border-radius:1rem;font-weight:600;font-size:.85em;
-white-space:nowrap}
-.v-OK{background:#dafbe1;color:#116329}
-.v-INFORMATIONAL{background:#ddf4ff;color:#0550ae}
-.v-NON-STRICT{background:#fff8c5;color:#7d4e00}
-.v-FAILED{background:#ffebe9;color:#a40e26}
-.v-NOT-REACHED{background:#fff;color:#59636e;border:1px dashed #8c959f;font-style:italic}
-tr.not-reached td{color:#59636e}
-.counts .badge{margin-right:.4rem;font-size:1em}
-a{color:#0969da;text-decoration:none}
-details{border:1px solid #d1d9e0;border-radius:6px;margin:.6rem 0;padding:.3rem .7rem}
-details[open]{padding-bottom:.7rem}
-summary{cursor:pointer;font-weight:600}
-summary .badge{margin-right:.4rem}
-dl{display:grid;grid-template-columns:max-content 1fr;gap:.15rem 1rem;margin:.6rem 0}
-dt{color:#59636e}
-dd{margin:0}
-pre{background:#f6f8fa;padding:.5rem;overflow-x:auto;white-space:pre-wrap;margin:.2rem 0;font-size:12px}
-.wire{font:12px/1.35 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;margin-top:.5rem}
-.wire td{border-bottom:1px solid #f0f2f4;padding:.1rem .45rem}
-.wire td.t{text-align:right;color:#59636e;white-space:nowrap}
-.wire td.dir{white-space:nowrap;font-weight:700}
-.wire tr.client td.dir{color:#0969da}
-.wire tr.server td.dir{color:#1a7f37}
-.wire tr.mark td{color:#59636e;font-style:italic}
-.wire tr.cut td{background:#fff1e5;border-top:3px solid #bc4c00;border-bottom:3px solid #bc4c00;color:#953800;
-font-weight:700;font-style:normal}
-.wire tr.after-cut.client td{background:#fff8c5}
-.wire tr.error td{background:#ffebe9;color:#a40e26}
-.wire .origin{color:#8c959f;font-size:.9em}
-.interrupted{background:#fff8c5;border:1px solid #d4a72c;border-radius:6px;padding:.5rem .8rem;font-weight:600}
-.v-UNFINISHED{background:#fff;color:#7d4e00;border:1px dashed #d4a72c}
-"""
-
 _ARROWS = {"client": ("→", "client → server"), "server": ("←", "server → client")}
 
 
-@dataclass
+@functools.cache
+def _templates() -> jinja2.Environment:
+    """The page's markup and CSS live in ``templates/``; every value put in is escaped (autoescape), and a
+    name the template does not know fails the render rather than printing nothing (StrictUndefined)."""
+    return jinja2.Environment(loader=jinja2.PackageLoader("replay.conformance", "templates"),
+                              autoescape=jinja2.select_autoescape(["html", "html.j2"]),
+                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
+                              keep_trailing_newline=True)
+
+
+@dataclass(frozen=True)
 class _Row:
+    """A row of a case's wire log; plain text, the template escapes and marks it up."""
+
     t: str
-    direction: str
+    arrow: str  # ✂ the cut, · a mark, → ← a frame's direction
+    arrow_title: str | None  # a frame's direction in words (a mark has none)
     kind: str
     fields: str
     classes: str
+    notes: tuple[str, ...] = ()  # a refused rule, a divergence: shown strong
+    origin: str | None = None  # who made a server frame, when not the recording
 
 
-def _esc(value: object) -> str:
-    return html.escape(str(value), quote=True)
+@dataclass(frozen=True)
+class _Fact:
+    """A line of a case's facts: ``lines`` are shown one a line, ``pre`` as blocks, ``code`` and ``verdict``
+    (a badge and the reason) as one value."""
+
+    name: str
+    values: tuple[str, ...]
+    kind: Literal["lines", "pre", "code", "verdict"] = "lines"
+    verdict: str = ""
 
 
-def _badge(verdict: str) -> str:
-    return f'<span class="badge v-{_esc(verdict)}">{_esc(verdict)}</span>'
+@dataclass(frozen=True)
+class _Case:
+    id: str
+    title: str
+    cassette: str
+    cut: str
+    verdict: str
+    reason: str
+    facts: tuple[_Fact, ...] = ()
+    timeline: tuple[_Row, ...] = ()
+    timeline_cut: bool = False  # more rows than TIMELINE_ROWS: only the first are shown
 
 
 def _audio_rates(session: dict[str, Any]) -> tuple[int, int]:
@@ -484,7 +476,8 @@ def _timeline(entries: Iterable[dict[str, Any]]) -> Iterator[_Row]:
         t = f"{entry.get('t', 0):.3f}" + (f"–{run[-1].get('t', 0):.3f}" if len(run) > 1 else "")
         if "mark" in entry:
             cut = bool(entry.get("cut"))
-            yield _Row(t, "✂" if cut else "·", "CUT" if cut else "mark", _esc(entry["mark"]), "cut" if cut else "mark")
+            yield _Row(t, "✂" if cut else "·", None, "CUT" if cut else "mark", str(entry["mark"]),
+                       "cut" if cut else "mark")
             continue
         direction = str(entry.get("dir"))
         event = entry.get("event")
@@ -498,112 +491,73 @@ def _timeline(entries: Iterable[dict[str, Any]]) -> Iterator[_Row]:
             per_ms = rates.get(direction, 48)
             if len(run) > 1:
                 size = sum(audio_bytes(e["event"]) or 0 for e in run)
-                fields = _esc(f"×{len(run)} frames: audio {size / per_ms:.0f} ms ({size} B)")
+                fields = f"×{len(run)} frames: audio {size / per_ms:.0f} ms ({size} B)"
             else:
-                fields = _esc(summarize(event, per_ms))
+                fields = summarize(event, per_ms)
         else:
             kind = "(binary)" if "binary_bytes" in entry else "(text)"
-            fields = _esc(f"{entry['binary_bytes']} bytes" if "binary_bytes" in entry else repr(entry.get("text")))
-        notes = [f"refused: rule {entry['rule']}" if entry.get("rule") else "",
-                 f"divergence: {entry['divergence']}" if entry.get("divergence") else ""]
-        fields += "".join(f" <strong>{_esc(note)}</strong>" for note in notes if note)
-        if entry.get("origin") not in (None, "recorded"):
-            fields += f' <span class="origin">[{_esc(entry["origin"])}]</span>'
+            fields = f"{entry['binary_bytes']} bytes" if "binary_bytes" in entry else repr(entry.get("text"))
+        notes = (f"refused: rule {entry['rule']}" if entry.get("rule") else "",
+                 f"divergence: {entry['divergence']}" if entry.get("divergence") else "")
+        origin = entry.get("origin")
         arrow, title = _ARROWS.get(direction, ("?", direction))
-        yield _Row(t, f'<span title="{_esc(title)}">{arrow}</span>', _esc(kind), fields, " ".join(classes))
+        yield _Row(t, arrow, title, kind, fields, " ".join(classes), tuple(note for note in notes if note),
+                   None if origin in (None, "recorded") else str(origin))
 
 
-def _case_section(result: CaseResult) -> str:
+def _facts(result: CaseResult) -> Iterator[_Fact]:
     case, verdict, outcome = result.case, result.verdict, result.outcome
-    facts: list[tuple[str, str]] = [
-        ("verdict", f"{_badge(verdict.verdict)} {_esc(verdict.reason)}"),
-        ("cassette", _esc(f"{case.cassette_name} (session {case.session_index})")),
-        ("cut", _esc(case.cut)),
-        ("area", _esc(f"{case.area} · {case.scenario}")),
-        ("actions", "<br>".join(_esc(a) for a in verdict.actions) or "(nothing after the cut)"),
-    ]
+    yield _Fact("verdict", (verdict.reason,), "verdict", verdict.verdict)
+    yield _Fact("cassette", (f"{case.cassette_name} (session {case.session_index})",))
+    yield _Fact("cut", (case.cut,))
+    yield _Fact("area", (f"{case.area} · {case.scenario}",))
+    yield _Fact("actions", tuple(verdict.actions) or ("(nothing after the cut)",))
     if verdict.estimate_ms is not None:
-        facts.append(("playback estimate", _esc(f"{verdict.estimate_ms} ms")))
+        yield _Fact("playback estimate", (f"{verdict.estimate_ms} ms",))
     if verdict.details:
-        facts.append(("server state", _esc(", ".join(f"{k}={v}" for k, v in verdict.details.items()))))
+        yield _Fact("server state", (", ".join(f"{k}={v}" for k, v in verdict.details.items()),))
     if result.divergences:
-        facts.append(("divergences", "<br>".join(_esc(d) for d in result.divergences)))
+        yield _Fact("divergences", tuple(result.divergences))
     if verdict.errors:
-        facts.append(("server errors", "".join(f"<pre>{_esc(json.dumps(e, indent=2, ensure_ascii=False))}</pre>"
-                                               for e in verdict.errors)))
+        yield _Fact("server errors", tuple(json.dumps(e, indent=2, ensure_ascii=False) for e in verdict.errors),
+                    "pre")
     if fate := exit_text(outcome):
-        facts.append(("the program", _esc(fate)))
+        yield _Fact("the program", (fate,))
     if outcome.last_error_line:
-        facts.append(("last error line", f"<code>{_esc(outcome.last_error_line)}</code>"))
+        yield _Fact("last error line", (outcome.last_error_line,), "code")
     if outcome.notes:
-        facts.append(("client notes", "<br>".join(_esc(n) for n in outcome.notes)))
+        yield _Fact("client notes", tuple(outcome.notes))
     if outcome.crashed:
-        facts.append(("client crashed", f"<pre>{_esc(outcome.crashed)}</pre>"))
+        yield _Fact("client crashed", (outcome.crashed,), "pre")
     if outcome.output:
         dropped = f"({outcome.output_dropped} earlier characters not kept)\n" if outcome.output_dropped else ""
-        facts.append(("client output", f"<pre>{_esc(dropped + outcome.output)}</pre>"))
-    facts.append(("duration", _esc(f"{result.duration:.2f} s")))
-    timeline = list(itertools.islice(_timeline(result.log), TIMELINE_ROWS + 1))
-    rows = "\n".join(f'<tr class="{_esc(r.classes)}"><td class="t">{r.t}</td><td class="dir">{r.direction}</td>'
-                     f"<td>{r.kind}</td><td>{r.fields}</td></tr>" for r in timeline[:TIMELINE_ROWS])
-    if len(timeline) > TIMELINE_ROWS:
-        rows += (f'\n<tr class="mark"><td></td><td>·</td><td>…</td><td>only the first {TIMELINE_ROWS} rows are '
-                 "shown: --logs DIR keeps the whole wire log</td></tr>")
-    return (f'<details id="case-{_esc(case.id)}"><summary>{_badge(verdict.verdict)}{_esc(case.id)} — '
-            f"{_esc(case.title)}</summary>\n<dl>"
-            + "".join(f"<dt>{name}</dt><dd>{value}</dd>" for name, value in facts)
-            + '</dl>\n<table class="wire"><thead><tr><th>t (s)</th><th></th><th>event</th><th>fields</th></tr>'
-            f"</thead><tbody>\n{rows}\n</tbody></table></details>")
+        yield _Fact("client output", (dropped + outcome.output,), "pre")
+    yield _Fact("duration", (f"{result.duration:.2f} s",))
+
+
+def _case(result: CaseResult) -> _Case:
+    case, verdict = result.case, result.verdict
+    timeline = tuple(itertools.islice(_timeline(result.log), TIMELINE_ROWS + 1))
+    return _Case(case.id, case.title, case.cassette_name, case.cut, verdict.verdict, verdict.reason,
+                 tuple(_facts(result)), timeline[:TIMELINE_ROWS], len(timeline) > TIMELINE_ROWS)
 
 
 def render_html(report: RunReport, *, settings: Mapping[str, Any] | None = None) -> str:
-    """One page with no external assets, so it can be attached to a CI run and opened offline."""
+    """One page with no external assets, so it can be attached to a CI run and opened offline.
+
+    This side only gathers plain strings and numbers; ``templates/report.html.j2`` is the markup (and
+    ``report.css``, inlined), with every value escaped there."""
     report = _bounded_report(report)
     counts = report.counts()
-    label = _client_label(report)
     reached, total = coverage(report)
-    stopped = interruption(report)
-    banner = f'<p class="interrupted">{_esc(stopped)}: this report holds only the cases that finished.</p>\n' \
-        if stopped else ""
-    conditions = "".join(f" · {_esc(key)} {_esc(value)}" for key, value in (settings or {}).items())
-    index = "\n".join(
-        f'<tr class="{"not-reached" if r.verdict.verdict == NOT_REACHED else ""}">'
-        f'<td><a href="#case-{_esc(r.case.id)}">{_esc(r.case.id)}</a></td><td>{_esc(r.case.title)}</td>'
-        f"<td>{_esc(r.case.cassette_name)}<br><small>{_esc(r.case.cut)}</small></td>"
-        f"<td>{_badge(r.verdict.verdict)}</td><td>{_esc(r.verdict.reason)}</td></tr>"
-        for r in report.results)
-    index += "".join(
-        f'\n<tr class="not-reached"><td>{_esc(c.id)}</td><td>{_esc(c.title)}</td>'
-        f"<td>{_esc(c.cassette_name)}<br><small>{_esc(c.cut)}</small></td><td>{_badge(UNFINISHED)}</td>"
-        f"<td>the run was interrupted before this case finished</td></tr>" for c in report.unfinished)
-    sections = "\n".join(_case_section(r) for r in report.results)
-    return f"""<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>rtreplay — {_esc(label)}</title>
-<style>{_CSS}</style>
-</head>
-<body>
-<h1>rtreplay conformance: {_esc(label)}</h1>
-{banner}<p class="meta">rtreplay {_esc(report.tool_version)} · started {_esc(report.started_at)} ·
-{reached} of {total} cases reached in {report.duration:.1f} s{conditions}</p>
-<p class="counts">{"".join(f'<span class="badge v-{_esc(v)}">{counts.get(v, 0)} {_esc(v)}</span>' for v in ORDER)}\
-{f'<span class="badge v-{UNFINISHED}">{len(report.unfinished)} {UNFINISHED}</span>' if report.unfinished else ""}</p>
-<table class="cases">
-<thead><tr><th>case</th><th>title</th><th>cassette / cut</th><th>verdict</th><th>reason</th></tr></thead>
-<tbody>
-{index}
-</tbody>
-</table>
-<h2>Cases</h2>
-<p class="meta">Each case's wire log: → the client sent, ← the server sent; the ✂ row is the barge-in, and the
-client's frames after it are highlighted.</p>
-{sections}
-</body>
-</html>
-"""
+    return _templates().get_template("report.html.j2").render(
+        label=_client_label(report), tool_version=report.tool_version, started_at=report.started_at,
+        reached=reached, total=total, duration=f"{report.duration:.1f} s", stopped=interruption(report),
+        settings=[(str(key), str(value)) for key, value in (settings or {}).items()],
+        counts=[(verdict, counts.get(verdict, 0)) for verdict in ORDER],
+        cases=[_case(r) for r in report.results],
+        unfinished=[_Case(c.id, c.title, c.cassette_name, c.cut, UNFINISHED, "") for c in report.unfinished],
+        NOT_REACHED=NOT_REACHED, UNFINISHED=UNFINISHED, TIMELINE_ROWS=TIMELINE_ROWS)
 
 
 def write_html(report: RunReport, path: str | Path, *, settings: Mapping[str, Any] | None = None) -> None:
