@@ -6,6 +6,7 @@ public pure API: ``RuleBook``, ``Conversation`` and its state, ``judge``.
 
 from __future__ import annotations
 
+import base64
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -13,13 +14,17 @@ from typing import Any
 
 import pytest
 
+from replay import state
+from replay.cassette import load
+from replay.cuts import Case, build_cases, select, shard
 from replay.engine import Conversation
 from replay.protocol import IdFactory
 from replay.rules import RuleBook, RuleConfigError
+from replay.state import empty_usage, silence_b64
 from replay.verdicts import ADVICE_UNHEARD, FAILED, NON_STRICT, OK, judge
 from replay.wirelog import WireLog
 
-from .conftest import Script, b64
+from .conftest import CASSETTES, Script, b64, send
 
 # RuleBook: overrides, files, error frames and close reasons --------------------------------------
 
@@ -260,3 +265,352 @@ def test_an_unheld_item_reason() -> None:
     log.mark(1.0, "cut", cut=True)
     assert judge(engine.snapshot(), log.entries).reason == \
         "sent nothing for an item the conversation does not hold (livekit PR #6249)"
+
+
+# cuts: case selection and CI shards ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def corpus_cases() -> list[Case]:
+    paths = [CASSETTES / "ga_text_turn_audio_response.yaml", CASSETTES / "ga_text_only_response.yaml"]
+    return build_cases([(path, load(path)) for path in paths])
+
+
+def test_select_takes_case_sensitive_globs_and_everything_when_none(corpus_cases: list[Case]) -> None:
+    ids = [case.id for case in corpus_cases]
+    assert select(corpus_cases, []) == corpus_cases
+    assert [c.id for c in select(corpus_cases, ["RT-INT-*"])] == [i for i in ids if i.startswith("RT-INT-")]
+    assert [c.id for c in select(corpus_cases, ["RT-INT-1", "RT-TXT-*"])] == \
+        [i for i in ids if i == "RT-INT-1" or i.startswith("RT-TXT-")]
+    assert select(corpus_cases, ["rt-int-*"]) == []
+
+
+def test_shards_are_round_robin_and_cover_every_case_once(corpus_cases: list[Case]) -> None:
+    assert shard(corpus_cases, 1, 2) == corpus_cases[0::2]
+    assert shard(corpus_cases, 2, 2) == corpus_cases[1::2]
+    assert shard(corpus_cases, 1, 1) == corpus_cases
+    assert shard(corpus_cases, 3, 3) == corpus_cases[2::3]
+
+
+@pytest.mark.parametrize(("index", "count"), [(0, 2), (3, 2), (1, 0), (-1, 2)])
+def test_a_shard_outside_1_to_n_is_refused(corpus_cases: list[Case], index: int, count: int) -> None:
+    with pytest.raises(ValueError) as info:
+        shard(corpus_cases, index, count)
+    assert str(info.value) == f"shard {index}/{count}: K/N needs 1 <= K <= N"
+
+
+def test_an_explicit_cut_outside_a_response_is_the_user_speaking_while_nothing_is_generated() -> None:
+    path = CASSETTES / "ga_text_only_response.yaml"
+    audio = CASSETTES / "ga_text_turn_audio_response.yaml"
+    [text_case] = build_cases([(path, load(path))], cuts=["after:session.updated#1"])
+    [audio_case] = build_cases([(audio, load(audio))], cuts=["after:session.created#1"])
+    assert (text_case.area, text_case.scenario, text_case.title) == ("TXT", "text-done", "interrupt outside a response")
+    assert (audio_case.area, audio_case.scenario, audio_case.title) == (
+        "DONE", "after-done", "interrupt outside a response")
+    assert (text_case.id, audio_case.id) == ("RT-TXT-1", "RT-DONE-1")
+    assert text_case.snapshot.modalities == ("text",) and text_case.position is None
+
+
+# state: silence, usage ----------------------------------------------------------------------------
+
+
+def test_silence_is_that_many_zero_bytes_and_is_cached(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: dict[int, str] = {}
+    monkeypatch.setattr(state, "_SILENCE_CACHE", cache)
+    assert base64.b64decode(silence_b64(4801)) == bytes(4801)
+    assert cache == {4801: silence_b64(4801)}
+    assert silence_b64(0) == ""
+
+
+def test_the_silence_cache_stops_at_256_entries(monkeypatch: pytest.MonkeyPatch) -> None:
+    cache: dict[int, str] = {n: "" for n in range(1000, 1255)}
+    monkeypatch.setattr(state, "_SILENCE_CACHE", cache)
+    silence_b64(3)  # the 256th entry is kept
+    silence_b64(5)  # the 257th is not
+    assert 3 in cache and 5 not in cache and len(cache) == 256
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_empty_usage_is_zeroed_in_the_dialects_shape(dialect: str) -> None:
+    image = {"image_tokens": 0} if dialect == "ga" else {}
+    assert empty_usage(dialect) == {  # type: ignore[arg-type]
+        "total_tokens": 0, "input_tokens": 0, "output_tokens": 0,
+        "input_token_details": {"text_tokens": 0, "audio_tokens": 0, **image, "cached_tokens": 0,
+                                "cached_tokens_details": {"text_tokens": 0, "audio_tokens": 0, **image}},
+        "output_token_details": {"text_tokens": 0, "audio_tokens": 0}}
+
+
+# state: events as recordings bring them (fields missing, ids absent, out of band) -------------------
+
+
+def fresh(dialect: str = "ga", **kwargs: Any) -> Conversation:
+    return Conversation(dialect, ids=IdFactory(5), **kwargs)  # type: ignore[arg-type]
+
+
+def test_notes_name_what_the_server_could_not_apply() -> None:
+    conv = fresh()
+    conv.send_server({"type": "conversation.item.added"})  # no item
+    conv.send_server({"type": "conversation.item.deleted", "item_id": "item_gone"})
+    conv.send_server({"type": "response.created", "response": {"id": "resp_1"}})
+    conv.send_server({"type": "response.created", "response": {"id": "resp_2"}})
+    conv.send_server({"type": "response.done", "response": {"id": "resp_nope"}})
+    assert conv.notes == [
+        "conversation.item.added: cannot apply (KeyError: 'item')",
+        "conversation.item.deleted for 'item_gone', which the server did not hold",
+        "response.created resp_2 while resp_1 was still active",
+        "response.done resp_nope with no such response active",
+    ]
+    assert conv.send_server({"other": 1}) == {"other": 1} and len(conv.notes) == 4  # no type: passed through
+
+
+def test_an_item_announced_without_type_or_status_is_a_completed_message() -> None:
+    conv = fresh()
+    conv.send_server({"type": "conversation.item.added", "previous_item_id": None,
+                      "item": {"id": "item_u", "role": "user", "content": [{"type": "input_text", "text": "hi"}]}})
+    item = conv.items["item_u"]
+    assert (item.type, item.role, item.status, item.held) == ("message", "user", "completed", True)
+    assert conv.item_object(item)["content"] == [{"type": "input_text", "text": "hi"}]
+
+
+def test_a_function_call_keeps_its_name_call_id_arguments_and_output() -> None:
+    conv = fresh()
+    call = {"id": "item_f", "type": "function_call", "name": "f", "call_id": "c1", "arguments": "{}"}
+    conv.send_server({"type": "conversation.item.added", "previous_item_id": None, "item": call})
+    out = {"id": "item_o", "type": "function_call_output", "call_id": "c1", "output": "42"}
+    conv.send_server({"type": "conversation.item.added", "previous_item_id": "item_f", "item": out})
+    assert conv.item_object(conv.items["item_f"]) == {"id": "item_f", "type": "function_call",
+                                                       "status": "completed", "name": "f", "call_id": "c1",
+                                                       "arguments": "{}"}
+    assert conv.item_object(conv.items["item_o"])["output"] == "42"
+
+
+def user(conv: Conversation, item_id: str, previous: str | None) -> None:
+    conv.send_server({"type": "conversation.item.added", "previous_item_id": previous,
+                      "item": {"id": item_id, "type": "message", "role": "user", "content": []}})
+
+
+def test_previous_item_id_places_the_item() -> None:
+    """After a named item, at the root (null), last after the last item or an unknown one."""
+    conv = fresh()
+    user(conv, "a", None)  # the first item
+    user(conv, "b", "a")
+    user(conv, "c", "a")  # after a, before b
+    user(conv, "d", None)  # root: first
+    user(conv, "e", "b")  # after the last: last
+    user(conv, "f", "nowhere")  # unknown: last
+    assert list(conv.items) == ["d", "a", "c", "b", "e", "f"]
+
+
+def test_an_item_announced_again_moves_and_stays_one() -> None:
+    conv = fresh()
+    user(conv, "a", None)
+    user(conv, "b", "a")
+    user(conv, "a", "b")  # announced again after b
+    assert list(conv.items) == ["b", "a"]
+    user(conv, "b", "b")  # after itself: last
+    assert list(conv.items) == ["a", "b"]
+
+
+def test_item_done_updates_status_or_adds_an_item_never_added() -> None:
+    conv = fresh()
+    Script(conv).response_start()
+    conv.send_server({"type": "conversation.item.done", "item": {"id": "item_a", "status": "incomplete",
+                                                                  "content": [{"type": "output_text"}]}})
+    item = conv.items["item_a"]
+    assert item.status == "incomplete"
+    assert item.content == []  # its parts are what the stream built, not the done's content
+    conv.send_server({"type": "conversation.item.done", "item": {"id": "item_a"}})
+    assert item.status == "incomplete"  # no status: unchanged
+    conv.send_server({"type": "conversation.item.done", "item": {"id": "item_new", "type": "message",
+                                                                  "role": "user", "content": [{"type": "input_text"}]}})
+    assert conv.items["item_new"].held and conv.items["item_new"].content == [{"type": "input_text"}]
+    conv.send_server({"type": "conversation.item.done", "item": {"id": "item_new", "content": [{"type": "x"}]}})
+    assert conv.items["item_new"].content == [{"type": "x"}]  # no parts: the done's content
+
+
+def delta(conv: Conversation, nbytes: int, index: int = 0, item_id: str = "item_a") -> None:
+    conv.send_server({"type": "response.output_audio.delta", "response_id": "resp_1", "item_id": item_id,
+                      "output_index": 0, "content_index": index, "delta": b64(nbytes)})
+
+
+def two_parts(conv: Conversation) -> None:
+    Script(conv).response_start()  # part 0: audio
+    conv.send_server({"type": "response.content_part.added", "response_id": "resp_1", "item_id": "item_a",
+                      "output_index": 0, "content_index": 1, "part": {"type": "output_audio"}})
+
+
+def test_parts_are_addressed_by_content_index() -> None:
+    conv = fresh()
+    two_parts(conv)
+    delta(conv, 480, index=1)
+    delta(conv, 96, index=0)
+    item = conv.items["item_a"]
+    assert [p.type for p in item.parts] == ["audio", "audio"]
+    assert [p.audio_bytes for p in item.parts] == [96, 480]
+    conv.send_server({"type": "conversation.item.truncated", "item_id": "item_a", "content_index": 1,
+                      "audio_end_ms": 5})
+    assert [p.audio_bytes for p in item.parts] == [96, 240] and item.parts[1].truncated
+    delta(conv, 480, index=1)  # after a truncate, the part's audio ends where the client cut it
+    assert item.parts[1].audio_bytes == 240
+    conv.send_server({"type": "conversation.item.truncated", "item_id": "item_a", "audio_end_ms": 1})
+    assert item.parts[0].audio_bytes == 48  # no content_index: part 0
+
+
+def test_a_part_without_a_type_is_text_and_a_compacted_delta_counts_its_bytes() -> None:
+    conv = fresh()
+    Script(conv).response_start(part=None)
+    conv.send_server({"type": "response.content_part.added", "response_id": "resp_1", "item_id": "item_a",
+                      "output_index": 0, "content_index": 0})
+    assert conv.items["item_a"].parts[0].type == "text"
+    conv.send_server({"type": "response.output_text.delta", "item_id": "item_a", "content_index": 0})
+    conv.send_server({"type": "response.output_text.delta", "item_id": "item_a", "delta": "hi"})
+    assert conv.items["item_a"].parts[0].text == "hi"
+    conv2 = fresh()
+    Script(conv2).response_start()
+    conv2.send_server({"type": "response.output_audio.delta", "item_id": "item_a", "content_index": 0,
+                       "delta": {"$audio": {"bytes": 960}}})
+    conv2.send_server({"type": "response.output_audio.delta", "item_id": "item_a", "content_index": 0,
+                       "delta": {"$audio": {}}})
+    conv2.send_server({"type": "response.output_audio_transcript.delta", "item_id": "item_a", "content_index": 0})
+    part = conv2.items["item_a"].parts[0]
+    assert (part.audio_bytes, part.deltas, part.transcript) == (960, 2, "")
+
+
+def test_part_done_sets_the_final_text_or_transcript_unless_truncated() -> None:
+    conv = fresh()
+    Script(conv).response_start()
+    delta(conv, 4800)
+    conv.send_server({"type": "response.content_part.done", "item_id": "item_a", "content_index": 0,
+                      "part": {"type": "audio", "transcript": "all of it"}})
+    part = conv.items["item_a"].parts[0]
+    assert part.done and part.transcript == "all of it"
+    conv2 = fresh()
+    Script(conv2).response_start()
+    delta(conv2, 4800)
+    conv2.send_server({"type": "conversation.item.truncated", "item_id": "item_a", "content_index": 0,
+                       "audio_end_ms": 10})
+    conv2.send_server({"type": "response.content_part.done", "item_id": "item_a", "content_index": 0,
+                       "part": {"type": "audio", "transcript": "never heard", "text": "x"}})
+    assert conv2.items["item_a"].parts[0].transcript == "" and conv2.items["item_a"].parts[0].text == ""
+    conv3 = fresh()
+    Script(conv3).response_start(part="text", modalities=["text"])
+    conv3.send_server({"type": "response.content_part.done", "item_id": "item_a", "content_index": 0,
+                       "part": {"type": "text", "text": "final", "transcript": "t"}})
+    assert conv3.items["item_a"].parts[0].text == "final" and conv3.items["item_a"].parts[0].transcript == ""
+    conv3.send_server({"type": "response.content_part.done", "item_id": "item_a", "content_index": 0})
+    assert conv3.items["item_a"].parts[0].text == "final"
+
+
+def test_output_items_without_type_or_status_and_their_response() -> None:
+    conv = fresh()
+    conv.send_server({"type": "response.created", "response": {"id": "resp_1"}})
+    conv.send_server({"type": "response.created", "response": {"id": "resp_oob", "conversation_id": None}})
+    conv.send_server({"type": "response.output_item.added", "response_id": "resp_1",
+                      "item": {"id": "item_a", "role": "assistant"}})
+    conv.send_server({"type": "response.output_item.added", "response_id": "resp_oob", "output_index": 2,
+                      "item": {"id": "item_b", "type": "function_call", "name": "f"}})
+    a, b = conv.items["item_a"], conv.items["item_b"]
+    assert (a.type, a.status, a.held, a.response_id, a.output_index) == ("message", "in_progress", False, "resp_1", 0)
+    assert (b.response_id, b.output_index, b.extra) == ("resp_oob", 2, {"name": "f"})
+    assert conv.active["resp_1"].items == ["item_a"] and conv.active["resp_oob"].items == ["item_b"]
+    conv.send_server({"type": "response.output_item.added", "item": {"id": "item_c"}})  # no response id: the current
+    assert conv.active["resp_1"].items == ["item_a", "item_c"]
+    conv.send_server({"type": "response.output_item.done",
+                      "item": {"id": "item_b", "status": "completed", "call_id": "c", "arguments": "{}"}})
+    assert b.output_done and b.status == "completed" and b.extra == {"name": "f", "call_id": "c", "arguments": "{}"}
+    conv.send_server({"type": "response.output_item.done", "item": {"id": "item_b"}})
+    assert b.status == "completed"
+
+
+def test_an_out_of_band_response_is_not_the_conversations() -> None:
+    conv = fresh()
+    conv.send_server({"type": "response.created", "response": {"id": "resp_1", "modalities": ["text"]}})
+    conv.send_server({"type": "response.done", "response": {"id": "resp_1"}})
+    conv.send_server({"type": "response.created", "response": {"id": "resp_oob", "conversation_id": None}})
+    assert conv.active["resp_oob"].out_of_band and conv.default_response is None
+    assert conv.last_response is not None and conv.last_response.id == "resp_1"  # the default conversation's
+    assert conv.active["resp_oob"].text_only is False and conv.notes == []
+    conv.send_server({"type": "response.created", "response": {"id": "resp_2", "conversation_id": "conv_1"}})
+    assert conv.last_response.id == "resp_2" and not conv.active["resp_2"].out_of_band
+    fresh_conv = fresh()
+    fresh_conv.send_server({"type": "response.created", "response": {"id": "resp_oob", "conversation_id": None}})
+    assert fresh_conv.last_response is not None and fresh_conv.last_response.id == "resp_oob"  # none before it
+    reserved = fresh()
+    send(reserved, {"type": "response.create", "response": {"conversation": "none"}})
+    assert reserved.active and next(iter(reserved.active.values())).out_of_band
+    assert reserved._requested is None and reserved._out_of_band_pending is False
+
+
+def test_a_response_done_without_an_id_ends_the_current_response() -> None:
+    conv = fresh()
+    conv.send_server({"type": "response.created", "response": {"modalities": ["audio"]}})
+    assert list(conv.active) == [""]
+    conv.send_server({"type": "response.done"})
+    assert conv.active == {} and conv.notes == []
+    conv.send_server({"type": "response.done"})
+    assert conv.notes == ["response.done None with no such response active"]
+    other = fresh()
+    other.send_server({"type": "response.created", "response": {"id": "resp_1"}})
+    other.send_server({"type": "response.done", "response": {"id": "resp_2"}})
+    assert list(other.active) == ["resp_1"]  # a named, unknown id ends nothing
+
+
+def test_session_events_replace_the_session_unless_elided() -> None:
+    conv = fresh()
+    conv.send_server({"type": "session.created", "session": {"id": "s", "type": "realtime"}})
+    assert conv.session == {"id": "s", "type": "realtime"}
+    conv.send_server({"type": "session.updated", "session": {"_elided_by_util_inspect": True}})
+    conv.send_server({"type": "session.updated", "session": "[Object]"})
+    assert conv.session == {"id": "s", "type": "realtime"}
+
+
+def test_vad_offsets_set_the_clock_speech_is_measured_on() -> None:
+    conv = fresh()
+    conv.send_server({"type": "input_audio_buffer.speech_started", "audio_start_ms": 5000})
+    assert conv.speech_started()["audio_start_ms"] == 5000
+    conv.send_server({"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 7000})
+    assert conv.speech_stopped()[0]["audio_end_ms"] == 7000
+
+
+def test_a_template_keeps_the_recorded_settings_not_its_identity() -> None:
+    recorded = {"id": "sess_rec", "object": "realtime.session", "expires_at": 99, "client_secret": {"value": "x"},
+                "model": "gpt-recorded", "instructions": "recorded", "type": "realtime",
+                "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": "ash"}}}
+    conv = fresh(template=recorded)
+    assert conv.session["id"] != "sess_rec" and conv.session["object"] == "realtime.session"
+    assert conv.session["expires_at"] == 3600 and "client_secret" not in conv.session
+    assert conv.session["model"] == "gpt-recorded" and conv.session["instructions"] == "recorded"
+    assert conv.recorded_bytes_per_ms == 8
+    named = fresh(template=recorded, model="gpt-live")
+    assert named.session["model"] == "gpt-live"
+    assert fresh().recorded_bytes_per_ms == 48
+    beta = fresh("beta", template={**recorded, "object": "x"})
+    assert beta.session["object"] == "realtime.session" and "client_secret" in beta.session
+
+
+def test_produced_ms_is_whole_ms_in_quanta_and_none_for_non_audio() -> None:
+    conv = fresh(audio_quantum_ms=20)
+    Script(conv).response_start()
+    delta(conv, 1019 * 48)
+    assert conv.produced_ms(conv.items["item_a"]) == 1000
+    one = fresh()
+    Script(one).response_start()
+    delta(one, 1)
+    assert one.produced_ms(one.items["item_a"]) == 0  # audio exists: 0 ms, truncatable
+    assert send(one, {"type": "conversation.item.truncate", "item_id": "item_a", "content_index": 0,
+                      "audio_end_ms": 0})[0]["type"] == "conversation.item.truncated"
+    user(one, "item_u", "item_a")
+    one.items["item_u"].parts.append(state.Part("audio", audio_bytes=480))
+    assert one.produced_ms(one.items["item_u"]) is None  # a user item is never model audio
+
+
+def test_snapshot_modalities_fall_back_to_audio() -> None:
+    conv = fresh()
+    conv.session.pop("output_modalities")
+    conv.send_server({"type": "response.created", "response": {"id": "resp_1"}})
+    assert conv.snapshot().modalities == ("audio",)
+    conv.session["output_modalities"] = "text"  # not a list
+    conv.send_server({"type": "response.created", "response": {"id": "resp_2"}})
+    assert conv.snapshot().modalities == ("audio",)
+    conv.session["output_modalities"] = ["text"]
+    assert conv.snapshot().modalities == ("text",)
