@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 
 from replay import state
-from replay.cassette import load
-from replay.cuts import Case, build_cases, select, shard
+from replay.cassette import Frame, WebSocketSession, load
+from replay.cuts import Case, CutError, build_cases, cut_label, parse_cut, select, shard, sweep
 from replay.engine import Conversation
 from replay.protocol import IdFactory
 from replay.rules import RuleBook, RuleConfigError
@@ -614,3 +614,35 @@ def test_snapshot_modalities_fall_back_to_audio() -> None:
     assert conv.snapshot().modalities == ("audio",)
     conv.session["output_modalities"] = ["text"]
     assert conv.snapshot().modalities == ("text",)
+
+
+# cuts: frames a recording may hold, time cuts on the dot, case fields --------------------------------
+
+
+def test_a_time_cut_includes_a_frame_at_exactly_that_instant_and_needs_one() -> None:
+    session = load(CASSETTES / "ga_text_turn_audio_response.yaml").sessions[0]
+    index, frame = next((i, f) for i, f in enumerate(session.frames) if f.source == "server" and f.t > 0.1)
+    later = [i for i, f in enumerate(session.frames) if f.source == "server" and f.t == frame.t]
+    assert parse_cut(f"at:{frame.t!r}", session) == later[-1] >= index
+    first = min(f.t for f in session.frames)
+    with pytest.raises(CutError) as info:
+        parse_cut("at:0.0", session) if first > 0 else parse_cut("at:0.0", WebSocketSession("u", "ga", []))
+    assert str(info.value) == "at:0.0: no server frame at or before 0.0 s"
+
+
+def test_unparsed_and_typeless_frames_are_skipped_by_the_sweep() -> None:
+    recorded = load(CASSETTES / "ga_text_turn_audio_response.yaml").sessions[0]
+    frames = [recorded.frames[0], Frame(0.001, "server", text="not json"), Frame(0.002, "server", event={"x": 1}),
+              *recorded.frames[1:]]
+    session = WebSocketSession(recorded.uri, recorded.dialect, frames)
+    assert cut_label(session, 0) == "after:session.created#1"
+    assert [p[0] - 2 for p in sweep(session, all_cuts=True)] == [p[0] for p in sweep(recorded, all_cuts=True)]
+
+
+def test_a_case_knows_its_cassette_session_and_dialect() -> None:
+    path = CASSETTES / "beta_audio_response.yaml"
+    cassette = load(path)
+    [case] = build_cases([(path, cassette)], cuts=["after:response.audio.delta#2"])
+    assert (case.cassette, case.cassette_name, case.session_index, case.dialect) == (
+        path, cassette.name, 0, "beta")
+    assert case.cut == "after:response.output_audio.delta#2"  # GA names for both dialects
