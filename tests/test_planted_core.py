@@ -646,3 +646,128 @@ def test_a_case_knows_its_cassette_session_and_dialect() -> None:
     assert (case.cassette, case.cassette_name, case.session_index, case.dialect) == (
         path, cassette.name, 0, "beta")
     assert case.cut == "after:response.output_audio.delta#2"  # GA names for both dialects
+
+
+# output: the response object, speech, and an empty response ---------------------------------------
+
+
+def created(conv: Conversation, **params: Any) -> dict[str, Any]:
+    event = {"type": "response.create", **({"response": params} if params else {})}
+    [reaction] = send(conv, event)
+    response = dict(reaction["response"])
+    response.pop("id")
+    return response
+
+
+def test_the_ga_response_object_takes_the_sessions_settings_and_the_requests() -> None:
+    conv = fresh()
+    base = {"object": "realtime.response", "status": "in_progress", "status_details": None, "output": [],
+            "conversation_id": conv.conversation_id, "output_modalities": ["audio"], "max_output_tokens": "inf",
+            "audio": {"output": {"format": {"type": "audio/pcm", "rate": 24000}, "voice": "alloy"}},
+            "usage": None, "metadata": None}
+    assert created(conv) == base
+    oob = fresh()
+    assert created(oob, conversation="none", metadata={"k": "v"}, max_output_tokens=50,
+                   audio={"output": {"voice": "ash", "format": {"type": "audio/pcmu"}}}) == {
+        **base, "conversation_id": None, "max_output_tokens": 50, "metadata": {"k": "v"},
+        "audio": {"output": {"format": {"type": "audio/pcmu"}, "voice": "ash"}}}
+    bare = fresh()
+    for key in ("output_modalities", "max_output_tokens"):
+        bare.session.pop(key)
+    bare.session["audio"] = {}
+    assert created(bare)["output_modalities"] == ["audio"] and created(fresh())["max_output_tokens"] == "inf"
+
+
+def test_the_beta_response_object_takes_the_sessions_settings_and_the_requests() -> None:
+    conv = fresh("beta")
+    base = {"object": "realtime.response", "status": "in_progress", "status_details": None, "output": [],
+            "modalities": ["audio", "text"], "voice": "alloy", "output_audio_format": "pcm16", "temperature": 0.8,
+            "max_output_tokens": "inf", "usage": None, "metadata": None}
+    assert created(conv) == base
+    assert created(fresh("beta"), voice="ash", temperature=0.6, output_audio_format="g711_ulaw",
+                   max_response_output_tokens=9, modalities=["text"]) == {
+        **base, "voice": "ash", "temperature": 0.6, "output_audio_format": "g711_ulaw", "max_output_tokens": 9,
+        "modalities": ["text"]}
+    bare = fresh("beta")
+    bare.session.pop("modalities")
+    bare.session.pop("max_response_output_tokens")
+    assert created(bare)["modalities"] == ["audio", "text"]
+    bare2 = fresh("beta")
+    bare2.session.pop("max_response_output_tokens")
+    assert created(bare2)["max_output_tokens"] == "inf"
+    ga = fresh()
+    ga.session.pop("output_modalities")
+    assert ga.response_modalities({}) == ["audio"]
+    ga.session["output_modalities"] = ["text"]
+    assert ga.response_modalities({}) == ["text"]
+
+
+def test_an_empty_completed_response_when_the_recording_has_none_left() -> None:
+    conv = fresh()
+    send(conv, {"type": "response.create"})
+    response = conv.default_response
+    assert response is not None
+    [done] = conv.finish_empty(response.id)
+    assert done["type"] == "response.done"
+    assert (done["response"]["id"], done["response"]["status"], done["response"]["status_details"]) == (
+        response.id, "completed", None)
+    assert done["response"]["usage"] == empty_usage("ga") and done["response"]["output"] == []
+    assert conv.finish_empty("resp_unknown") == []
+
+
+@pytest.mark.parametrize("dialect", ["ga", "beta"])
+def test_speech_stopped_commits_the_heard_item_and_transcribes_it_if_asked(dialect: str) -> None:
+    conv = fresh(dialect)
+    started = conv.speech_started("item_rec", 100)
+    conv.send_server(started)
+    events = conv.speech_stopped("hello", 900)
+    assert [e["type"] for e in events][:2] == ["input_audio_buffer.speech_stopped", "input_audio_buffer.committed"]
+    assert events[0]["item_id"] == events[1]["item_id"] == "item_rec" and events[0]["audio_end_ms"] == 900
+    assert not any(e["type"].endswith("transcription.completed") for e in events)  # transcription off
+    transcribed = fresh(dialect)
+    if dialect == "ga":
+        transcribed.session["audio"]["input"]["transcription"] = {"model": "whisper-1"}
+    else:
+        transcribed.session["input_audio_transcription"] = {"model": "whisper-1"}
+    last = transcribed.speech_stopped("hello")[-1]
+    assert {k: v for k, v in last.items() if k != "event_id"} == {
+        "type": "conversation.item.input_audio_transcription.completed", "item_id": last["item_id"],
+        "content_index": 0, "transcript": "hello"}
+    assert last["item_id"].startswith("item_") and transcribed._speech_item is None
+    assert transcribed.speech_stopped(None)[-1]["type"] != last["type"]  # no transcript: nothing to say
+
+
+def test_speech_started_pads_by_300_ms_unless_told_otherwise() -> None:
+    conv = fresh()
+    conv.input_audio_ms = 1000.0
+    conv.session["audio"]["input"]["turn_detection"]["prefix_padding_ms"] = "x"  # not an int: the default
+    assert conv.speech_started()["audio_start_ms"] == 700
+    conv.session["audio"]["input"]["turn_detection"].pop("prefix_padding_ms")
+    assert conv.speech_started()["audio_start_ms"] == 700
+    conv.input_audio_ms = 100.0
+    assert conv.speech_started()["audio_start_ms"] == 0  # never before the session's start
+
+
+def test_a_second_barge_in_sends_no_second_cancel() -> None:
+    conv = fresh()
+    Script(conv).response_start()
+    Script(conv).audio(100)
+    first = conv.barge_in()
+    assert first[-1]["type"] == "response.done" and first[-1]["response"]["id"] == "resp_1"
+    conv2 = fresh()
+    Script(conv2).response_start()
+    tail = conv2.barge_in()[1:]  # not applied: the response is still active, and cancelling
+    assert tail and conv2.active["resp_1"].cancelling is True
+    assert [e["type"] for e in conv2.barge_in()] == ["input_audio_buffer.speech_started"]
+
+
+def test_the_cancel_tail_of_the_current_response_and_of_a_finished_item() -> None:
+    conv = fresh()
+    Script(conv).response_start()
+    Script(conv).audio(100)
+    conv.send_server({"type": "response.output_item.done", "response_id": "resp_1", "output_index": 0,
+                      "item": {"id": "item_a", "status": "completed"}})
+    tail = conv.cancel_tail("client_cancelled")  # no id: the current response
+    assert [e["type"] for e in tail] == ["response.done"]
+    assert tail[0]["response"]["output"] == [conv.item_object(conv.items["item_a"])]
+    assert tail[0]["response"]["output"][0]["status"] == "completed"
