@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from replay.cassette import Cassette, load
-from replay.cuts import build_cases
+from replay.cuts import build_cases, cut_label
 from replay.engine import Conversation
 from replay.protocol import Dialect, IdFactory
 from replay.script import Script, script_of
@@ -141,7 +141,10 @@ def digest(value: Any) -> str:
 def sweep(name: str) -> list[Any]:
     """The cases the conformance sweep makes of the recording: ids, cuts, titles and snapshots."""
     path = CASSETTES / f"{name}.yaml"
-    cases = build_cases([(path, cassette(name))], all_cuts=True) + build_cases([(path, cassette(name))])
+    session = cassette(name).sessions[0]
+    every = [cut_label(session, i) for i, frame in enumerate(session.frames) if frame.source == "server"]
+    cases = build_cases([(path, cassette(name))], all_cuts=True) + build_cases([(path, cassette(name))]) + \
+        build_cases([(path, cassette(name))], cuts=every)  # explicit cuts, outside responses too
     return [[c.id, c.cut, c.title, c.area, c.scenario, c.position, dataclasses.asdict(c.snapshot)] for c in cases]
 
 
