@@ -28,7 +28,7 @@ def read_text(path: Path, kind: str, error: type[ValueError], *, encoding: str =
         # O_NONBLOCK: opening a FIFO returns at once instead of waiting for a writer; a regular file ignores it.
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:
-        raise error(f"{path}: no such {noun} file") from None
+        raise error(f"{path}: no such {noun if noun.endswith(' file') else noun + ' file'}") from None
     except IsADirectoryError:
         raise error(f"{path}: is a directory, not a {noun}") from None
     except OSError as exc:
