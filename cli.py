@@ -469,6 +469,7 @@ def check(
                           "PR #6249 (it should pass). The exit code is reference-fixed's. Pass --client or --cmd to "
                           "check yours.\n")
         cassettes = CassetteCache(loaded)  # parsed once above, to build the cases
+        shard_label = f"shard {shard_spec[0]}/{shard_spec[1]}: " if shard_spec is not None else ""
         if command is not None:
             _preflight(command, plan[0][1][0], cassettes, stop)
         exit_code, reported = 0, False
@@ -488,7 +489,7 @@ def check(
                                          quiet=window_ms / 1000, latency_ms=delay)
                     report = _run_with_progress(checked, own, options, cassettes, stop)
                 console.print(reports.ConsoleReport(report, quiet=quiet, note=note))
-                _say(reports.summary_line(report, note=note))
+                _say(shard_label + reports.summary_line(report, note=note))
                 _write_reports(report, tags, {"latency_ms": delay}, json_out=json_out, junit=junit, html=html,
                                logs=logs, write_baseline=write_baseline, strict=strict)
                 reported = True
@@ -711,23 +712,75 @@ def _clients(names: list[str]) -> list[Client]:
     return clients
 
 
-def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
-                       cassettes: CassetteCache, stop: _Stop | None = None) -> RunReport:
-    """The run, with a progress bar; with ``stop``, a stop signal ends it with the cases finished so far."""
+PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is a log, not a terminal
+
+
+class _Lines:
+    """Progress for a log (a CI job, a pipe): a plain line every PROGRESS_EVERY_S and when the run is done,
+    so the log shows the sweep alive; a terminal gets rich's bar instead (a bar in a log is blank lines)."""
+
+    def __init__(self, name: str, total: int) -> None:
+        import time
+
+        self.name, self.total, self.done = name, total, 0
+        self.clock = time.monotonic
+        self.started = self.said = self.clock()
+
+    def advance(self, _: object = None) -> None:
+        self.done += 1
+        if self.done == self.total or self.clock() - self.said >= PROGRESS_EVERY_S:
+            self.say()
+
+    def say(self) -> None:
+        self.said = self.clock()
+        percent = 100 * self.done // self.total if self.total else 100
+        err.print(visible(f"{self.name}: [{self.done}/{self.total}] {percent} %, elapsed "
+                          f"{self.said - self.started:.1f} s"), markup=False, highlight=False, soft_wrap=True)
+
+    async def alongside(self, work: Awaitable[_T]) -> _T:
+        """``work``, with a line every PROGRESS_EVERY_S even while no case finishes."""
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(max(PROGRESS_EVERY_S, 0.1))
+                if self.clock() - self.said >= PROGRESS_EVERY_S:
+                    self.say()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await work
+        finally:
+            ticker.cancel()
+
+
+@contextmanager
+def _progress(name: str, total: int) -> Iterator[tuple[Callable[[object], None],
+                                                       Callable[[Awaitable[RunReport]], Awaitable[RunReport]]]]:
+    """(advance, alongside): a rich bar on a terminal, plain lines in a log."""
+    if not err.is_terminal:
+        lines = _Lines(name, total)
+        yield lines.advance, lines.alongside
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from replay.conformance.runner import run_cases
+    async def just(work: Awaitable[RunReport]) -> RunReport:
+        return await work
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
-        task = progress.add_task(escape(visible(client.name)), total=len(cases))
+                  console=err, transient=True) as bar:
+        task = bar.add_task(escape(visible(name)), total=total)
+        yield lambda _: bar.advance(task), just
 
-        def advance(_: object) -> None:
-            progress.advance(task)
 
+def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
+                       cassettes: CassetteCache, stop: _Stop | None = None) -> RunReport:
+    """The run, with its progress; with ``stop``, a stop signal ends it with the cases finished so far."""
+    from replay.conformance.runner import run_cases
+
+    with _progress(client.name, len(cases)) as (advance, alongside):
         if stop is not None:
-            report = _in_loop(stop, lambda interrupt: run_cases(cases, client, options, advance, cassettes,
-                                                                interrupt=interrupt))
+            report = _in_loop(stop, lambda interrupt: alongside(run_cases(cases, client, options, advance, cassettes,
+                                                                          interrupt=interrupt)))
             if report.interrupted:
                 report.signal = stop.name
             return report
@@ -738,7 +791,7 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
             assert current is not None
             loop.add_signal_handler(signal.SIGINT, current.cancel)
             try:
-                return await run_cases(cases, client, options, advance, cassettes)
+                return await alongside(run_cases(cases, client, options, advance, cassettes))
             finally:
                 loop.remove_signal_handler(signal.SIGINT)
 

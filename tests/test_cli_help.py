@@ -51,3 +51,34 @@ def test_a_port_out_of_range_is_one_clear_line() -> None:
     result = CliRunner().invoke(app, ["serve", "ga_server_vad_turn", "--port", "70000"], env={"COLUMNS": "200"})
     assert result.exit_code == 2
     assert "--port 70000: a TCP port is 0 to 65535" in result.output
+
+
+# ---------------------------------------------------------------------------- output in a log, not a terminal
+
+
+def test_matrix_into_a_pipe_is_only_the_table() -> None:
+    """A progress bar in a log was a blank line per client before the table."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"}
+    result = subprocess.run([sys.executable, str(ROOT / "cli.py"), "matrix", "--case", "RT-TXT-1", "--client",
+                             "reference-naive", "--client", "reference-fixed"], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout
+    lines = result.stdout.splitlines()
+    assert "" not in lines, result.stdout
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 3 and lines[-3:] == table, result.stdout  # header, rule, one case; progress lines above
+
+
+def test_a_sweep_in_a_log_says_it_is_alive_and_a_shard_names_itself(monkeypatch: pytest.MonkeyPatch) -> None:
+    import cli
+
+    monkeypatch.setattr(cli, "PROGRESS_EVERY_S", 0.0)  # a line per finished case
+    result = CliRunner().invoke(app, ["check", "--client", "reference-fixed", "--case", "RT-INT-1*", "--shard", "1/2",
+                                      "--quiet", "--speed", "0"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    progress = re.findall(r"^reference-fixed: \[(\d+)/(\d+)\] (\d+) %, elapsed \d+\.\d s$", result.output, re.M)
+    total = int(progress[-1][1])
+    done = [int(d) for d, _, _ in progress]
+    assert done == sorted(done) and set(range(1, total + 1)) <= set(done) and progress[-1][2] == "100", done
+    summary = [line for line in result.output.splitlines() if "cases reached" in line or "case reached" in line]
+    assert summary and summary[0].startswith("shard 1/2: reference-fixed"), result.output
