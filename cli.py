@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from replay.conformance.cuts import Case
     from replay.conformance.runner import CassetteCache, RunOptions, RunReport
 
+
 class _Usage:
     """Help as a CLI's reads: a flag takes no value, so it shows none (rich help would say ``<bool>``), and a
     required argument is its plain name (``CASSETTE``, not ``{CASSETTE}``)."""
