@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperArgument, TyperCommand, TyperGroup
 
 from replay import __version__
 from replay.cassettes.cassette import CassetteError, load
@@ -25,12 +26,46 @@ from replay.text import visible
 from replay.wire.rules import RuleBook, RuleConfigError
 
 if TYPE_CHECKING:
+    from typer import _click as click  # typer 0.29 vendors click
+
     from replay.clients.base import Client
     from replay.conformance.cuts import Case
     from replay.conformance.runner import CassetteCache, RunOptions, RunReport
 
+
+class _Usage:
+    """Help as a CLI's reads: a flag takes no value, so it shows none (rich help would say ``<bool>``), and a
+    required argument is its plain name (``CASSETTE``, not ``{CASSETTE}``)."""
+
+    def get_params(self, ctx: click.Context) -> list[click.Parameter]:
+        params: list[click.Parameter] = super().get_params(ctx)  # type: ignore[misc]
+        for param in params:
+            if getattr(param, "is_flag", False) and param.metavar is None:
+                param.metavar = ""
+            elif isinstance(param, TyperArgument):  # its metavar names it: no ``<str>`` beside the name
+                param.display_type_rich = _no_type  # type: ignore[method-assign]
+        return params
+
+    def collect_usage_pieces(self, ctx: click.Context) -> list[str]:
+        pieces: list[str] = super().collect_usage_pieces(ctx)  # type: ignore[misc]
+        return [re.sub(r"^\{(.+)\}", r"\1", piece) for piece in pieces]
+
+
+def _no_type(ctx: click.Context) -> None:
+    return None
+
+
+class _Command(_Usage, TyperCommand):
+    pass
+
+
+class _Group(_Usage, TyperGroup):
+    pass
+
+
 app = typer.Typer(
     name="rtreplay",
+    cls=_Group,
     help="Replay recorded OpenAI Realtime sessions and check how clients handle barge-in.",
     no_args_is_help=True,
     add_completion=False,
@@ -76,28 +111,33 @@ def main(
     """rtreplay: record, replay and check OpenAI Realtime clients."""
 
 
-@app.command()
+@app.command(cls=_Command)
 def serve(
-    cassette: Annotated[str, typer.Argument(help="Cassette file, or the name of a bundled one.")],
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks a free one.")] = 8765,
-    host: Annotated[str, typer.Option(help="Address to bind. Beyond loopback (0.0.0.0, ::, a LAN address) it needs "
-                                      "--api-key, or --insecure-any-key.")] = "127.0.0.1",
-    speed: Annotated[float, typer.Option(help="Timing factor: 1 as recorded, 0 as fast as possible.")] = 1.0,
-    strict: Annotated[bool, typer.Option("--strict/--lenient",
-                                         help="Fail a session whose client diverges from the recording.")] = False,
-    api_key: Annotated[str | None, typer.Option("--api-key", help="Refuse any other key, on the WebSocket and "
-                                                "over HTTP, as the real server does (default: any non-empty key "
-                                                "on the WebSocket, none checked over HTTP).")] = None,
-    insecure_any_key: Annotated[bool, typer.Option("--insecure-any-key", help="With a --host beyond loopback and no "
-                                                   "--api-key: serve anyone who can reach the port, whatever "
-                                                   "key they send.")] = False,
-    session: Annotated[int | None, typer.Option(help="Replay this WebSocket session of the cassette for every "
-                                                "connection (default: the Nth connection gets the Nth).")] = None,
-    rules: Annotated[Path | None, typer.Option(help="JSON file overriding unverified error messages.")] = None,
+    cassette: Annotated[str, typer.Argument(metavar="CASSETTE", help="Cassette file, or the name of a bundled one.")],
+    port: Annotated[int, typer.Option(metavar="PORT", help="TCP port, 0 to 65535; 0 picks a free one.")] = 8765,
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to bind. Beyond loopback (0.0.0.0, ::, a LAN "
+                                                           "address) it needs --api-key, or "
+                                                           "--insecure-any-key.")] = "127.0.0.1",
+    speed: Annotated[float, typer.Option(metavar="FACTOR", help="Timing factor: 1 as recorded, 0 as fast as "
+                                         "possible.")] = 1.0,
+    strict: Annotated[bool, typer.Option("--strict", help="Fail a session whose client diverges from the "
+                                         "recording (default: lenient).")] = False,
+    api_key: Annotated[str | None, typer.Option("--api-key", metavar="KEY",
+                                                help="Refuse any other key, on the WebSocket and over HTTP, as the "
+                                                     "real server does (default: any non-empty key on the WebSocket, "
+                                                     "none checked over HTTP).")] = None,
+    insecure_any_key: Annotated[bool, typer.Option("--insecure-any-key",
+                                                   help="With a --host beyond loopback and no --api-key: serve anyone "
+                                                        "who can reach the port, whatever key they send.")] = False,
+    session: Annotated[int | None, typer.Option(metavar="N", help="Replay this WebSocket session of the cassette "
+                                                "for every connection (default: the Nth connection gets the "
+                                                "Nth).")] = None,
+    rules: Annotated[Path | None, typer.Option(metavar="PATH", help="JSON file overriding unverified error "
+                                               "messages.")] = None,
     reject_beta: Annotated[bool, typer.Option("--reject-beta", help="Refuse the beta header as the real API "
                                               "has since the beta's retirement (close 4000).")] = False,
-    max_session_minutes: Annotated[float, typer.Option(help="Then session_expired and close 1001, as the "
-                                                       "real API.")] = 60.0,
+    max_session_minutes: Annotated[float, typer.Option(metavar="MIN", help="Then session_expired and close "
+                                                       "1001, as the real API.")] = 60.0,
     play_user: Annotated[bool, typer.Option("--play-user", help="Speak the recorded user turns on the recorded "
                                             "timeline, whatever audio the client appends (default: a voice turn "
                                             "is heard once the client has appended that much audio).")] = False,
@@ -112,6 +152,7 @@ def serve(
     from replay.net.server import ReplayServer, ServerOptions, exposure, serve_forever, url_host
 
     with clear_errors():
+        _port(port)
         if speed < 0 or max_session_minutes <= 0 or not 0 <= latency < float("inf"):
             raise ValueError("--speed and --latency must be >= 0, and --max-session-minutes > 0")
         exposed = exposure(host)
@@ -160,6 +201,11 @@ def _say_exposure(host: str, shown_host: str, exposed: str | None, keyed: bool) 
              "address)")
 
 
+def _port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--port {port}: a TCP port is 0 to 65535 (0 picks a free one)")
+
+
 def _listen_error(host: str, port: int, exc: OSError) -> str:
     import socket
 
@@ -169,10 +215,10 @@ def _listen_error(host: str, port: int, exc: OSError) -> str:
     return f"cannot listen on {host}:{port}: {why} (choose another --port, or 0 for a free one)"
 
 
-@app.command()
+@app.command(cls=_Command)
 def show(
-    cassette: Annotated[str, typer.Argument(help="Cassette file, or the name of a bundled one.")],
-    session: Annotated[int | None, typer.Option(help="Only this WebSocket session.")] = None,
+    cassette: Annotated[str, typer.Argument(metavar="CASSETTE", help="Cassette file, or the name of a bundled one.")],
+    session: Annotated[int | None, typer.Option(metavar="N", help="Only this WebSocket session.")] = None,
 ) -> None:
     """Print a cassette as a timeline: time, direction, type, key fields, audio as ms."""
     from replay.authoring.render import show as show_cassette
@@ -283,55 +329,69 @@ def _reached_exit(report: RunReport, min_coverage: float | None) -> tuple[int, s
     return 0, None
 
 
-@app.command()
+@app.command(cls=_Command)
 def check(
-    client: Annotated[list[str] | None, typer.Option("--client", help="Client to check: reference-naive, "
-                                                      "reference-fixed, openai, livekit, livekit-pr6249, "
-                                                      "openai-agents, pipecat, ... or package.module:ATTR. "
-                                                      "Repeatable.")] = None,
-    cmd: Annotated[str | None, typer.Option("--cmd", help="A program in any language, started per case with "
-                                            "OPENAI_BASE_URL, OPENAI_API_KEY, RTREPLAY_WS_URL, RTREPLAY_CASE. It "
-                                            f"must connect within {CONNECT_TIMEOUT:g} s (tried once before the "
-                                            f"sweep); after each case it gets {EXIT_GRACE:g} s to exit on its own, "
-                                            f"then SIGTERM, then SIGKILL {TERM_GRACE:g} s later.")] = None,
-    cassette: Annotated[list[str] | None, typer.Option("--cassette", help="Cassette(s) to sweep (default: the "
-                                                       "bundled conformance corpus).")] = None,
-    case: Annotated[list[str] | None, typer.Option("--case", help="Only cases whose id matches this glob, e.g. "
-                                                   "'RT-INT-*'. Repeatable.")] = None,
-    shard: Annotated[str | None, typer.Option("--shard", help="Run shard K of N of the selected cases (K/N, e.g. "
-                                              "1/4), for a CI matrix: the N shards run every case once.")] = None,
-    cut: Annotated[list[str] | None, typer.Option("--cut", help="Explicit cut(s): after:TYPE#N or at:SECONDS "
-                                                  "(instead of the sweep).")] = None,
+    client: Annotated[list[str] | None, typer.Option("--client", metavar="NAME",
+                                                     help="Client to check: reference-naive, reference-fixed, a "
+                                                          "library (openai, livekit, livekit-pr6249, openai-agents, "
+                                                          "pipecat and the others of README's Clients) or "
+                                                          "package.module:ATTR. Repeatable.")] = None,
+    cmd: Annotated[str | None, typer.Option("--cmd", metavar="COMMAND",
+                                            help=f"A program in any language, started per case with OPENAI_BASE_URL, "
+                                                 f"OPENAI_API_KEY, RTREPLAY_WS_URL, RTREPLAY_CASE. It must connect "
+                                                 f"within {CONNECT_TIMEOUT:g} s (tried once before the sweep); after "
+                                                 f"each case it gets {EXIT_GRACE:g} s to exit on its own, then "
+                                                 f"SIGTERM, then SIGKILL {TERM_GRACE:g} s later.")] = None,
+    cassette: Annotated[list[str] | None, typer.Option("--cassette", metavar="CASSETTE",
+                                                       help="Cassette(s) to sweep (default: the bundled conformance "
+                                                            "corpus).")] = None,
+    case: Annotated[list[str] | None, typer.Option("--case", metavar="GLOB",
+                                                   help="Only cases whose id matches this glob, e.g. 'RT-INT-*'. "
+                                                        "Repeatable.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", metavar="K/N",
+                                              help="Run shard K of N of the selected cases (K/N, e.g. 1/4), for a CI "
+                                                   "matrix: the N shards run every case once.")] = None,
+    cut: Annotated[list[str] | None, typer.Option("--cut", metavar="CUT",
+                                                  help="Explicit cut(s): after:TYPE#N or at:SECONDS (instead of the "
+                                                       "sweep).")] = None,
     all_cuts: Annotated[bool, typer.Option("--all-cuts", help="Every cut, not one per equivalent state.")] = False,
     strict: Annotated[bool, typer.Option("--strict", help="NON-STRICT verdicts fail the run too.")] = False,
     min_coverage: Annotated[float | None, typer.Option("--min-coverage", metavar="PCT",
                                                        help="Fail the run (exit 1) when fewer than PCT % of the "
                                                        "selected cases were reached (not NOT-REACHED).")] = None,
-    latency: Annotated[str | None, typer.Option("--latency", metavar="MS", help="Every server frame reaches the "
-                                                "client this many ms late, as over a network, and a cancel takes "
-                                                "twice as long; a comma list (0,50,200) runs the selection once "
-                                                "per value.")] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write a JSON report.")] = None,
-    junit: Annotated[Path | None, typer.Option("--junit-xml", help="Write JUnit XML (one testcase per case).")] = None,
-    html: Annotated[Path | None, typer.Option("--html", help="Write a self-contained HTML report.")] = None,
-    logs: Annotated[Path | None, typer.Option("--logs", help="Write each case's wire log (JSONL) here.")] = None,
-    baseline: Annotated[Path | None, typer.Option("--baseline", help="Known failures (JSON or one id per line): "
-                                                  "they do not fail the run; a listed case that passes does.")] = None,
-    write_baseline: Annotated[Path | None, typer.Option("--write-baseline",
+    latency: Annotated[str | None, typer.Option("--latency", metavar="MS",
+                                                help="Every server frame reaches the client this many ms late, as over "
+                                                     "a network, and a cancel takes twice as long; a comma list "
+                                                     "(0,50,200) runs the selection once per value.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", metavar="PATH", help="Write a JSON report.")] = None,
+    junit: Annotated[Path | None, typer.Option("--junit-xml", metavar="PATH",
+                                                 help="Write JUnit XML (one testcase per case).")] = None,
+    html: Annotated[Path | None, typer.Option("--html", metavar="PATH",
+                                              help="Write a self-contained HTML report.")] = None,
+    logs: Annotated[Path | None, typer.Option("--logs", metavar="DIR",
+                                              help="Write each case's wire log (JSONL) here.")] = None,
+    baseline: Annotated[Path | None, typer.Option("--baseline", metavar="PATH",
+                                                  help="Known failures (JSON or one id per line): they do not fail the "
+                                                       "run; a listed case that passes does.")] = None,
+    write_baseline: Annotated[Path | None, typer.Option("--write-baseline", metavar="PATH",
                                                         help="Write the failing case ids here.")] = None,
-    node_modules: Annotated[Path | None, typer.Option("--node-modules", help="Where the JavaScript drivers find "
-                                                      "their packages (sets RTREPLAY_NODE_MODULES).")] = None,
-    speed: Annotated[float, typer.Option(help="Replay timing up to the cut: 1 = as recorded, 0 = at once.")] = 1.0,
-    concurrency: Annotated[int | None, typer.Option(help="Cases run at once (default 16; for --cmd, two per CPU "
-                                                       "core, so a loaded machine does not skew playback "
-                                                       "clocks).")] = None,
-    tolerance_ms: Annotated[int, typer.Option(help="Truncate vs playback estimate before it is noted.")] = 250,
-    window_ms: Annotated[int, typer.Option(help="After the barge-in, watch the client (at least 1 s, and while "
-                                           "the user speaks and the response it starts plays) until this long "
-                                           f"without a frame other than audio (at most {WINDOW_S:g} s). Before the "
-                                           f"cut, a client silent for {STALL_S:g} s with nothing due is "
-                                           "NOT-REACHED; a case gives up "
-                                           f"{CASE_TIMEOUT_S:g} s after it started.")] = 300,
+    node_modules: Annotated[Path | None, typer.Option("--node-modules", metavar="DIR",
+                                                      help="Where the JavaScript drivers find their packages (sets "
+                                                           "RTREPLAY_NODE_MODULES).")] = None,
+    speed: Annotated[float, typer.Option(metavar="FACTOR", help="Replay timing up to the cut: 1 = as recorded, "
+                                         "0 = at once.")] = 1.0,
+    concurrency: Annotated[int | None, typer.Option(metavar="N", help="Cases run at once (default 16; for --cmd, two "
+                                                                      "per CPU core, so a loaded machine does not "
+                                                                      "skew playback clocks).")] = None,
+    tolerance_ms: Annotated[int, typer.Option(metavar="MS", help="Truncate vs playback estimate "
+                                                                 "before it is noted.")] = 250,
+    window_ms: Annotated[int, typer.Option(metavar="MS", help=f"After the barge-in, watch the client (at least 1 s, "
+                                                              f"and while the user speaks and the response it starts "
+                                                              f"plays) until this long without a frame other than "
+                                                              f"audio (at most {WINDOW_S:g} s). Before the cut, a "
+                                                              f"client silent for {STALL_S:g} s with nothing due is "
+                                                              f"NOT-REACHED; a case gives up {CASE_TIMEOUT_S:g} s "
+                                                              f"after it started.")] = 300,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the cases that are not OK, and the "
                                         "summary.")] = False,
     list_only: Annotated[bool, typer.Option("--list", help="List the cases and exit.")] = False,
@@ -410,6 +470,7 @@ def check(
                           "PR #6249 (it should pass). The exit code is reference-fixed's. Pass --client or --cmd to "
                           "check yours.\n")
         cassettes = CassetteCache(loaded)  # parsed once above, to build the cases
+        shard_label = f"shard {shard_spec[0]}/{shard_spec[1]}: " if shard_spec is not None else ""
         if command is not None:
             _preflight(command, plan[0][1][0], cassettes, stop)
         exit_code, reported = 0, False
@@ -429,7 +490,7 @@ def check(
                                          quiet=window_ms / 1000, latency_ms=delay)
                     report = _run_with_progress(checked, own, options, cassettes, stop)
                 console.print(reports.ConsoleReport(report, quiet=quiet, note=note))
-                _say(reports.summary_line(report, note=note))
+                _say(shard_label + reports.summary_line(report, note=note))
                 _write_reports(report, tags, {"latency_ms": delay}, json_out=json_out, junit=junit, html=html,
                                logs=logs, write_baseline=write_baseline, strict=strict)
                 reported = True
@@ -652,23 +713,75 @@ def _clients(names: list[str]) -> list[Client]:
     return clients
 
 
-def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
-                       cassettes: CassetteCache, stop: _Stop | None = None) -> RunReport:
-    """The run, with a progress bar; with ``stop``, a stop signal ends it with the cases finished so far."""
+PROGRESS_EVERY_S = 10.0  # a progress line this often when stderr is a log, not a terminal
+
+
+class _Lines:
+    """Progress for a log (a CI job, a pipe): a plain line every PROGRESS_EVERY_S and when the run is done,
+    so the log shows the sweep alive; a terminal gets rich's bar instead (a bar in a log is blank lines)."""
+
+    def __init__(self, name: str, total: int) -> None:
+        import time
+
+        self.name, self.total, self.done = name, total, 0
+        self.clock = time.monotonic
+        self.started = self.said = self.clock()
+
+    def advance(self, _: object = None) -> None:
+        self.done += 1
+        if self.done == self.total or self.clock() - self.said >= PROGRESS_EVERY_S:
+            self.say()
+
+    def say(self) -> None:
+        self.said = self.clock()
+        percent = 100 * self.done // self.total if self.total else 100
+        err.print(visible(f"{self.name}: [{self.done}/{self.total}] {percent} %, elapsed "
+                          f"{self.said - self.started:.1f} s"), markup=False, highlight=False, soft_wrap=True)
+
+    async def alongside(self, work: Awaitable[_T]) -> _T:
+        """``work``, with a line every PROGRESS_EVERY_S even while no case finishes."""
+
+        async def tick() -> None:
+            while True:
+                await asyncio.sleep(max(PROGRESS_EVERY_S, 0.1))
+                if self.clock() - self.said >= PROGRESS_EVERY_S:
+                    self.say()
+
+        ticker = asyncio.create_task(tick())
+        try:
+            return await work
+        finally:
+            ticker.cancel()
+
+
+@contextmanager
+def _progress(name: str, total: int) -> Iterator[tuple[Callable[[object], None],
+                                                       Callable[[Awaitable[RunReport]], Awaitable[RunReport]]]]:
+    """(advance, alongside): a rich bar on a terminal, plain lines in a log."""
+    if not err.is_terminal:
+        lines = _Lines(name, total)
+        yield lines.advance, lines.alongside
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from replay.conformance.runner import run_cases
+    async def just(work: Awaitable[RunReport]) -> RunReport:
+        return await work
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=err, transient=True) as progress:
-        task = progress.add_task(escape(visible(client.name)), total=len(cases))
+                  console=err, transient=True) as bar:
+        task = bar.add_task(escape(visible(name)), total=total)
+        yield lambda _: bar.advance(task), just
 
-        def advance(_: object) -> None:
-            progress.advance(task)
 
+def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
+                       cassettes: CassetteCache, stop: _Stop | None = None) -> RunReport:
+    """The run, with its progress; with ``stop``, a stop signal ends it with the cases finished so far."""
+    from replay.conformance.runner import run_cases
+
+    with _progress(client.name, len(cases)) as (advance, alongside):
         if stop is not None:
-            report = _in_loop(stop, lambda interrupt: run_cases(cases, client, options, advance, cassettes,
-                                                                interrupt=interrupt))
+            report = _in_loop(stop, lambda interrupt: alongside(run_cases(cases, client, options, advance, cassettes,
+                                                                          interrupt=interrupt)))
             if report.interrupted:
                 report.signal = stop.name
             return report
@@ -679,7 +792,7 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
             assert current is not None
             loop.add_signal_handler(signal.SIGINT, current.cancel)
             try:
-                return await run_cases(cases, client, options, advance, cassettes)
+                return await alongside(run_cases(cases, client, options, advance, cassettes))
             finally:
                 loop.remove_signal_handler(signal.SIGINT)
 
@@ -689,22 +802,27 @@ def _run_with_progress(client: Client, cases: list[Case], options: RunOptions,
             fail("interrupted: no report written", code=130)
 
 
-@app.command()
+@app.command(cls=_Command)
 def record(
-    output: Annotated[Path, typer.Option("-o", "--output", help="The cassette to write.")],
-    upstream: Annotated[str, typer.Option(help="The real API (or any Realtime server).")] = "wss://api.openai.com",
-    host: Annotated[str, typer.Option(help="Address to listen on: this machine only, unless --allow-remote.")
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="The cassette to write.")],
+    upstream: Annotated[str, typer.Option(metavar="URL", help="The real API (or any Realtime "
+                                                              "server).")] = "wss://api.openai.com",
+    host: Annotated[str, typer.Option(metavar="HOST", help="Address to listen on: this machine only, unless "
+                                                           "--allow-remote.")
                     ] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=65535, help="TCP port; 0 picks a free one.")] = 8766,
+    port: Annotated[int, typer.Option(metavar="PORT", help="TCP port, 0 to 65535; 0 picks a free one.")] = 8766,
     allow_remote: Annotated[bool, typer.Option("--allow-remote", help="Listen beyond this machine with --host; "
                                                "remote clients must bring their own key (yours is lent to local "
                                                "clients only).")] = False,
-    record_mode: Annotated[str, typer.Option("--record-mode", help="once (refuse an existing file), "
-                                             "new_episodes (append), all (replace the interactions), rewrite "
-                                             "(a fresh file), none (refuse to record).")] = "once",
-    audio: Annotated[str, typer.Option(help="compact: store audio as size + digest; full: keep it.")] = "compact",
-    scrub_env: Annotated[list[str] | None, typer.Option("--scrub-env", help="Also scrub the value of this "
-                                                        "environment variable wherever it appears.")] = None,
+    record_mode: Annotated[str, typer.Option("--record-mode", metavar="MODE",
+                                             help="once (refuse an existing file), new_episodes (append), all (replace "
+                                                  "the interactions), rewrite (a fresh file), "
+                                                  "none (refuse to record).")] = "once",
+    audio: Annotated[str, typer.Option(metavar="MODE", help="compact: store audio as size + digest; "
+                                                            "full: keep it.")] = "compact",
+    scrub_env: Annotated[list[str] | None, typer.Option("--scrub-env", metavar="NAME",
+                                                        help="Also scrub the value of this environment variable "
+                                                             "wherever it appears.")] = None,
 ) -> None:
     """Record real sessions through a local proxy; Ctrl-C writes the cassette (secrets scrubbed)."""
     from replay.net.recorder import RecordingProxy, is_loopback, run_until_signalled
@@ -712,6 +830,7 @@ def record(
     if audio not in ("compact", "full"):
         fail("--audio must be 'compact' or 'full'")
     with clear_errors():
+        _port(port)
         proxy = RecordingProxy(output, upstream=upstream, host=host, port=port, record_mode=record_mode,
                                audio="full" if audio == "full" else "compact", scrub_env=scrub_env or (),
                                allow_remote=allow_remote, on_notice=lambda line: _say(f"  {line}"))
@@ -741,12 +860,14 @@ def record(
     _say(f"wrote {result.path}: {result.sessions} session(s), {result.http} HTTP call(s), {state}")
 
 
-@app.command("import")
+@app.command("import", cls=_Command)
 def import_(
-    trace: Annotated[Path, typer.Argument(help="A JSON Lines event log or a pydantic-ai websocket cassette.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="The cassette to write.")],
-    source: Annotated[str | None, typer.Option(help="Where the trace came from (repo/path@commit).")] = None,
-    license_: Annotated[str | None, typer.Option("--license", help="The trace's license.")] = None,
+    trace: Annotated[Path, typer.Argument(metavar="TRACE", help="A JSON Lines event log or a pydantic-ai websocket "
+                                                                "cassette.")],
+    output: Annotated[Path, typer.Option("-o", "--output", metavar="PATH", help="The cassette to write.")],
+    source: Annotated[str | None, typer.Option(metavar="REF",
+                                               help="Where the trace came from (repo/path@commit).")] = None,
+    license_: Annotated[str | None, typer.Option("--license", metavar="LICENSE", help="The trace's license.")] = None,
     compact: Annotated[bool, typer.Option("--compact/--full-audio",
                                           help="Store audio payloads as size + digest.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing cassette.")] = False,
@@ -772,15 +893,17 @@ def import_(
          + (f"license {license_text}" if license_text else "license unknown"))
 
 
-@app.command()
+@app.command(cls=_Command)
 def matrix(
-    client: Annotated[list[str] | None, typer.Option("--client", help="Clients to compare (default: the "
-                                                      "reference clients and every library driver).")] = None,
-    case: Annotated[list[str] | None, typer.Option("--case", help="Case globs (default: one GA audio response "
-                                                   "cut everywhere, the text-only and the function-call "
-                                                   "cases).")] = None,
-    update: Annotated[Path | None, typer.Option(help="Rewrite the generated table in this file (README.md).")] = None,
-    speed: Annotated[float, typer.Option(help="Replay timing up to the cut.")] = 1.0,
+    client: Annotated[list[str] | None, typer.Option("--client", metavar="NAME",
+                                                     help="Clients to compare (default: the reference clients and "
+                                                          "every library driver).")] = None,
+    case: Annotated[list[str] | None, typer.Option("--case", metavar="GLOB",
+                                                   help="Case globs (default: one GA audio response cut everywhere, "
+                                                        "the text-only and the function-call cases).")] = None,
+    update: Annotated[Path | None, typer.Option(metavar="PATH", help="Rewrite the generated table in this file "
+                                                                     "(README.md).")] = None,
+    speed: Annotated[float, typer.Option(metavar="FACTOR", help="Replay timing up to the cut.")] = 1.0,
 ) -> None:
     """Run several clients over the same cases and print (or update) the client × case table."""
     from replay.cassettes.corpus import conformance_corpus
@@ -812,9 +935,9 @@ def matrix(
         _say(f"updated {update}")
 
 
-@app.command()
+@app.command(cls=_Command)
 def lint(
-    cassettes: Annotated[list[str], typer.Argument(help="Cassette files or bundled names.")],
+    cassettes: Annotated[list[str], typer.Argument(metavar="CASSETTE", help="Cassette files or bundled names.")],
     secrets: Annotated[bool, typer.Option("--secrets", help="Also fail on anything shaped like a secret.")] = False,
 ) -> None:
     """Replay recorded client frames through the rules beside the recorded server frames; exit 1 on findings."""
