@@ -22,12 +22,14 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
 import h11
+from vcr import matchers as vcr_matchers
+from vcr.request import Request as VcrRequest
 from websockets.datastructures import Headers
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Opcode
@@ -199,6 +201,7 @@ class ReplayServer:
         self.sessions: list[LiveSession] = []
         self.session_started = asyncio.Event()
         self.scripts = [script_of(cassette, i) for i in range(len(cassette.sessions))] if cassette else []
+        self.http = RecordedHttp(cassette.http_interactions if cassette else [])
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._live: set[_Connection] = set()
@@ -328,7 +331,7 @@ class ReplayServer:
             return
         try:
             async with asyncio.timeout(REQUEST_DEADLINE_S):
-                await self._read_body(conn, request, reader, writer)
+                body = await self._read_body(conn, request, reader, writer)
         except _BodyTooLarge:
             await _refuse_http(writer, 413, f"the request body is over {MAX_BODY} bytes")
             self._say(f"refused {peer}: {shown(what, 300)}: 413 Content Too Large (over {MAX_BODY} bytes)")
@@ -341,7 +344,7 @@ class ReplayServer:
             await _refuse_http(writer, 400, clip(str(exc), 200))
             self._say(f"refused {peer}: {shown(what, 300)}: 400 Bad Request ({shown(str(exc), 200)})")
             return
-        status, headers, payload = self._recorded_http(method, target)
+        status, headers, payload = self.http.play(method, target, body, request.headers)
         headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding",
                                                                     "content-encoding", "connection")]
         headers += [("content-length", str(len(payload))), ("connection", "close")]
@@ -389,20 +392,6 @@ class ReplayServer:
         rule, fields = ("T17-bad-key", {"masked": _masked(key)}) if key else ("T17-auth", {})
         error = self.options.rules.error(rule, event_id=None, server_event_id="", **fields)["error"]
         return {"error": {k: v for k, v in error.items() if k != "event_id"}}
-
-    def _recorded_http(self, method: str, target: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        path = urlsplit(target).path
-        for interaction in self.cassette.http_interactions if self.cassette else []:
-            req = interaction["request"]
-            if req["method"].upper() == method.upper() and urlsplit(req["uri"]).path == path:
-                resp = interaction["response"]
-                headers = [(k, v) for k, values in (resp.get("headers") or {}).items()
-                           for v in (values if isinstance(values, list) else [values])]
-                body = (resp.get("body") or {}).get("string") or ""
-                return resp["status"]["code"], headers, body.encode() if isinstance(body, str) else body
-        error = {"error": {"message": f"rtreplay: the cassette has no recorded {method} {path}",
-                           "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
-        return 404, [("content-type", "application/json")], json.dumps(error).encode()
 
     async def _websocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
         protocol = ServerProtocol(
@@ -903,6 +892,73 @@ class _Connection:
             self._flush()
             self.protocol.send_close(1008, _fit(divergence.describe(), 123))
             send_pending(self.protocol, self.writer)
+
+
+class RecordedHttp:
+    """The cassette's plain-HTTP interactions, played as vcrpy plays them (its own matchers and play counts).
+
+    A request matches a recording on vcrpy's default matchers less the host's (method, path, query:
+    the host is this server); each recording plays once, in recorded order, and among the unplayed
+    matches the first whose body matches too (vcrpy's body matcher: JSON compared as JSON) goes first.
+    Two recorded ``POST /v1/realtime/client_secrets`` therefore replay in order, or by body.
+    """
+
+    MATCH_ON = (vcr_matchers.method, vcr_matchers.path, vcr_matchers.query)
+
+    def __init__(self, interactions: list[dict[str, Any]]) -> None:
+        self.recorded: list[tuple[VcrRequest, dict[str, Any]]] = []
+        for interaction in interactions:
+            req = interaction["request"]
+            body = req.get("body")
+            body = body.get("string") if isinstance(body, dict) else body
+            try:
+                recorded = VcrRequest(str(req["method"]).upper(), str(req["uri"]), body, req.get("headers") or {})
+                recorded.query  # noqa: B018 -- a uri urllib cannot parse can never match: left out
+            except (ValueError, TypeError):
+                continue
+            self.recorded.append((recorded, interaction["response"]))
+        self.plays = [0] * len(self.recorded)
+
+    def play(self, method: str, target: str, body: bytes,
+             headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The response to one request: the next unplayed recording it matches, else a 404 saying why."""
+        fields = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
+                  if k.lower() not in (b"transfer-encoding", b"content-length")}  # the body is already whole
+        uri = target if urlsplit(target).scheme else f"http://rtreplay{target if target.startswith('/') else '/'}"
+        try:
+            asked = VcrRequest(method.upper(), uri, body, fields)
+            asked.query  # noqa: B018
+        except ValueError:
+            return self._missing(method, target, "a request target urllib cannot parse")
+        matching = [i for i, (recorded, _) in enumerate(self.recorded)
+                    if vcr_matchers.requests_match(asked, recorded, self.MATCH_ON)]
+        unplayed = [i for i in matching if self.plays[i] == 0]
+        if not unplayed:
+            why = (f"its {len(matching)} recorded {method} {urlsplit(target).path} have all been played "
+                   "(each plays once, as in vcrpy)") if matching else ""
+            return self._missing(method, target, why)
+        chosen = next((i for i in unplayed if _same_body(asked, self.recorded[i][0])), unplayed[0])
+        self.plays[chosen] += 1
+        resp = self.recorded[chosen][1]
+        out_headers = [(str(k), str(v)) for k, values in (resp.get("headers") or {}).items()
+                       for v in (values if isinstance(values, list) else [values])]
+        payload = (resp.get("body") or {}).get("string") or ""
+        return resp["status"]["code"], out_headers, payload.encode() if isinstance(payload, str) else payload
+
+    @staticmethod
+    def _missing(method: str, target: str, why: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        asked = clip(f"{method} {target}", 300)
+        message = f"rtreplay: the cassette has no recorded {asked}" + (f": {why}" if why else "")
+        error = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
+        return 404, [("content-type", "application/json")], json.dumps(error).encode()
+
+
+def _same_body(asked: VcrRequest, recorded: VcrRequest) -> bool:
+    """vcrpy's body matcher; a body it cannot compare (JSON nested past Python's recursion limit) does not match."""
+    try:
+        return bool(vcr_matchers.requests_match(asked, recorded, (vcr_matchers.body,)))
+    except Exception:
+        return False
 
 
 def _wire(event: Event) -> bytes:
