@@ -7,6 +7,10 @@ own engine, so concurrent sessions never share state. The engine is the server: 
 data about the model (its responses, played when the live conversation starts one) and the user
 (their turns); every frame is rendered by the engine in the client's dialect. This module only
 moves bytes and keeps time.
+
+It decides nothing about a conformance case: whoever plays the user of a connection (the harness of
+:mod:`replay.conformance.harness`, given as ``ReplayServer(harness=...)``) is a :class:`Harness`,
+told what the server did, and acts through the :class:`Floor` the server offers it.
 """
 
 from __future__ import annotations
