@@ -101,17 +101,11 @@ def cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     return found
 
 
-# The one upward import left, named so nothing else can join it: the server still parses the harness's
-# cut labels. It goes when the harness leaves the server (issue 18), and this set with it.
-KNOWN_UPWARD = {("replay.net.server", "replay.conformance.cuts")}
-
-
 def upward(edges: dict[str, set[str]]) -> list[str]:
     # A package's __init__ importing nothing is fine; `replay/__init__.py` is imported by everyone.
     return sorted(f"{source} ({LAYERS[layer_of(source)][0]}) imports {target} ({LAYERS[layer_of(target)][0]})"
                   for source, targets in edges.items() for target in targets
-                  if target != "replay" and layer_of(target) > layer_of(source)
-                  and (source, target) not in KNOWN_UPWARD)
+                  if target != "replay" and layer_of(target) > layer_of(source))
 
 
 def test_replay_has_no_import_cycle() -> None:

@@ -20,10 +20,11 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from replay.cassettes.cassette import Cassette, load
+from replay.conformance.harness import Cut, CutHarness
 from replay.engine.conversation import Conversation
 from replay.engine.script import Script as RecordedScript
 from replay.engine.script import script_of
-from replay.net.server import Cut, ReplayServer, ServerOptions
+from replay.net.server import HarnessFactory, ReplayServer, ServerOptions
 from replay.wire import protocol as p
 from replay.wire.dialect import BETA_NAMES, GA_NAMES
 from replay.wire.protocol import Dialect, IdFactory
@@ -32,6 +33,11 @@ from .conftest import CASSETTES, b64, only_error, send
 from .conftest import Script as Feed
 
 Event = dict[str, Any]
+
+
+def cut_at(label: str) -> HarnessFactory:
+    """The conformance harness of every connection, barging in at ``label``."""
+    return lambda _: CutHarness(Cut(label))
 
 AUTH = {"Authorization": "Bearer sk-test"}
 BETA = {**AUTH, "OpenAI-Beta": "realtime=v1"}
@@ -301,7 +307,7 @@ async def barge_in_outcome(dialect: Dialect, interrupt: bool) -> tuple[Event, Wi
     """The first response's response.done when the user barges in after its third audio delta."""
     name, session = BARGE_IN[dialect]
     options = ServerOptions(speed=0.5, play_user=True)
-    async with ReplayServer(cassette(name), options, cut=Cut("after:response.output_audio.delta#3")) as server, \
+    async with ReplayServer(cassette(name), options, harness=cut_at("after:response.output_audio.delta#3")) as server, \
             client(server, dialect) as wire:
         await wire.send({"type": "session.update", "session": session(interrupt)})
         updated = await wire.until("session.updated")
@@ -654,7 +660,7 @@ async def test_every_previous_item_id_names_an_item_the_client_was_told_about(na
 async def test_previous_item_ids_through_a_barge_in_and_a_delete() -> None:
     name = "ga_two_responses_audio"
     options = ServerOptions(speed=0.5, play_user=True)
-    async with ReplayServer(cassette(name), options, cut=Cut("after:response.output_audio.delta#2")) as server, \
+    async with ReplayServer(cassette(name), options, harness=cut_at("after:response.output_audio.delta#2")) as server, \
             client(server) as wire:
         rid = (await typed_turn(wire, name))["response"]["id"]
         await wire.until(response_done(rid))
@@ -854,7 +860,8 @@ async def test_same_seed_same_wire_when_the_server_plays_the_user_and_barges_in(
     runs = []
     for _ in range(2):
         options = ServerOptions(speed=0, seed=5, play_user=True)
-        async with ReplayServer(cassette(name), options, cut=Cut("after:response.output_audio.delta#3")) as server:
+        cut = cut_at("after:response.output_audio.delta#3")
+        async with ReplayServer(cassette(name), options, harness=cut) as server:
             runs.append(await played_with_a_barge_in(server))
     assert "input_audio_buffer.speech_started" in [t for t, _ in runs[0]]
     assert runs[0] == runs[1]

@@ -1,7 +1,8 @@
 """The conformance runner: one replay server per case, one client per case, a verdict per case.
 
-An asyncio shell: the decisions are the cut (:mod:`replay.conformance.cuts`), the server's answers
-(:mod:`replay.engine.conversation`) and the verdict (:mod:`replay.conformance.verdicts`). Cases are independent, each on
+An asyncio shell: the decisions are the cut (:mod:`replay.conformance.cuts`), the user who barges in
+there and watches (:mod:`replay.conformance.harness`), the server's answers (:mod:`replay.engine.conversation`)
+and the verdict (:mod:`replay.conformance.verdicts`). Cases are independent, each on
 its own free port, so they run concurrently. A run that is interrupted keeps the cases that finished
 and cancels the others, whose clients then end what they started.
 """
@@ -22,8 +23,9 @@ from replay import __version__
 from replay.cassettes.cassette import Cassette, load
 from replay.clients.base import Client, ClientOutcome, Target
 from replay.conformance.cuts import Case
+from replay.conformance.harness import Cut, CutHarness, CutResult
 from replay.conformance.verdicts import FAILED, NON_STRICT, NOT_REACHED, Verdict, judge
-from replay.net.server import Cut, LiveSession, ReplayServer, ServerOptions
+from replay.net.server import LiveSession, ReplayServer, ServerOptions
 from replay.text import CLIENT_TEXT_LIMIT, clip
 from replay.wire.rules import RuleBook
 
@@ -98,13 +100,14 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
     started = time.perf_counter()
     cassette = cassettes.get(case.cassette)
     session = cassette.sessions[case.session_index]
+    users = Users(Cut(case.cut, quiet=options.quiet, max_window=options.max_window, stall=options.stall,
+                      response=case.position[0] if case.position else None,
+                      step=case.position[1] if case.position else None))
     server = ReplayServer(
         cassette,
         ServerOptions(speed=options.speed, session_index=case.session_index, rules=options.rules, seed=case.id,
                       play_user=True, latency_ms=options.latency_ms),
-        cut=Cut(case.cut, quiet=options.quiet, max_window=options.max_window, stall=options.stall,
-                response=case.position[0] if case.position else None,
-                step=case.position[1] if case.position else None),
+        harness=users,
     )
     async with server:
         model = session.model or "gpt-realtime"
@@ -116,7 +119,7 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
         )
         stop = asyncio.Event()
         client_task = asyncio.create_task(_guarded(client, target, stop))
-        watcher = asyncio.create_task(_window_closed(server))
+        watcher = asyncio.create_task(users.window_closed(server))
         try:
             done, _ = await asyncio.wait({client_task, watcher}, timeout=options.case_timeout,
                                          return_when=asyncio.FIRST_COMPLETED)
@@ -142,26 +145,26 @@ async def run_case(case: Case, client: Client, options: RunOptions, cassettes: C
                 task.cancel()
             await asyncio.gather(client_task, watcher, return_exceptions=True)
             raise
-    live = _judged_session(server.sessions)
+    live = users.judged(server.sessions)
     log = _case_log(case, client, live, outcome)
-    verdict = _verdict(case, live, outcome, options, timed_out, case_over)
+    verdict = _verdict(case, live, users.result(live), outcome, options, timed_out, case_over)
     divergences = [d.describe() for d in live.divergences] if live is not None else []
     return CaseResult(case, client.name, verdict, time.perf_counter() - started, log, outcome, divergences)
 
 
-def _verdict(case: Case, live: LiveSession | None, outcome: ClientOutcome, options: RunOptions,
-             timed_out: bool, case_over: float) -> Verdict:
+def _verdict(case: Case, live: LiveSession | None, cut: CutResult | None, outcome: ClientOutcome,
+             options: RunOptions, timed_out: bool, case_over: float) -> Verdict:
     crash = _crash(outcome, case_over)
-    if live is None:
+    if live is None or cut is None:
         return Verdict(FAILED, f"no session: {crash or 'the client never connected'}")
-    if live.cut_at is None:
+    if cut.cut_at is None:
         if crash:
             return Verdict(FAILED, f"the client failed before the cut: {crash}")
-        why = live.stalled or ("the case timed out before the cut" if timed_out else
-                               "the client closed the connection before the cut")
+        why = cut.stalled or ("the case timed out before the cut" if timed_out else
+                              "the client closed the connection before the cut")
         return Verdict(NOT_REACHED, why)
     closed_early = not any(e.get("mark") == "window closed" for e in live.log.entries)
-    verdict = judge(live.engine_snapshot or case.snapshot, live.log.entries, tolerance_ms=options.tolerance_ms,
+    verdict = judge(cut.snapshot or case.snapshot, live.log.entries, tolerance_ms=options.tolerance_ms,
                     client_closed_early=closed_early)
     if verdict.verdict != FAILED and live.failure:
         verdict = Verdict(FAILED, clip(live.failure), verdict.errors, verdict.actions, verdict.estimate_ms,
@@ -199,24 +202,45 @@ async def _guarded(client: Client, target: Target, stop: asyncio.Event) -> Clien
                              f"({len(text) - CRASH_TAIL} characters cut)\n{text[-CRASH_TAIL:]}")
 
 
-async def _window_closed(server: ReplayServer) -> None:
-    """Returns once a session's watch window has closed, or every connection ended short of the cut."""
-    while True:
-        reached = next((s for s in server.sessions if s.cut_at is not None or s.failure or s.stalled), None)
-        if reached is not None:
-            await reached.window_closed.wait()
-            return
-        if server.sessions and all(s.closed.is_set() for s in server.sessions):
-            await asyncio.sleep(0.2)  # a reconnecting client gets a moment
-            if all(s.closed.is_set() for s in server.sessions):
+class Users:
+    """The harness of each connection of one case (a reconnecting client opens several), made as they open."""
+
+    def __init__(self, cut: Cut) -> None:
+        self.cut = cut
+        self.harnesses: dict[int, CutHarness] = {}  # by session index
+        self.closed: dict[int, asyncio.Event] = {}
+
+    def __call__(self, session: LiveSession) -> CutHarness:
+        closed = self.closed[session.index] = asyncio.Event()
+        harness = self.harnesses[session.index] = CutHarness(self.cut, on_close=closed.set)
+        return harness
+
+    def result(self, session: LiveSession | None) -> CutResult | None:
+        harness = self.harnesses.get(session.index) if session is not None else None
+        return harness.result if harness is not None else None
+
+    def _reached(self, session: LiveSession) -> bool:
+        result = self.result(session)
+        return result is not None and (result.cut_at is not None or result.stalled is not None)
+
+    async def window_closed(self, server: ReplayServer) -> None:
+        """Returns once a session's watch window has closed, or every connection ended short of the cut."""
+        while True:
+            reached = next((s for s in server.sessions if self._reached(s) or s.failure), None)
+            if reached is not None:
+                await self.closed[reached.index].wait()
                 return
-            continue
-        await asyncio.sleep(0.01)
+            if server.sessions and all(s.closed.is_set() for s in server.sessions):
+                await asyncio.sleep(0.2)  # a reconnecting client gets a moment
+                if all(s.closed.is_set() for s in server.sessions):
+                    return
+                continue
+            await asyncio.sleep(0.01)
 
-
-def _judged_session(sessions: Sequence[LiveSession]) -> LiveSession | None:
-    """The connection that reached the cut (a reconnecting client may open several), else the last."""
-    return next((s for s in sessions if s.cut_at is not None), sessions[-1] if sessions else None)
+    def judged(self, sessions: Sequence[LiveSession]) -> LiveSession | None:
+        """The connection that reached the cut, else the last."""
+        return next((s for s in sessions if (r := self.result(s)) is not None and r.cut_at is not None),
+                    sessions[-1] if sessions else None)
 
 
 def _case_log(case: Case, client: Client, live: LiveSession | None, outcome: ClientOutcome) -> list[dict[str, Any]]:

@@ -7,6 +7,10 @@ own engine, so concurrent sessions never share state. The engine is the server: 
 data about the model (its responses, played when the live conversation starts one) and the user
 (their turns); every frame is rendered by the engine in the client's dialect. This module only
 moves bytes and keeps time.
+
+It decides nothing about a conformance case: whoever plays the user of a connection (the harness of
+:mod:`replay.conformance.harness`, given as ``ReplayServer(harness=...)``) is a :class:`Harness`,
+told what the server did, and acts through the :class:`Floor` the server offers it.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import signal
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, quote, urlsplit
 
 import h11
+from vcr import matchers as vcr_matchers
+from vcr.request import Request as VcrRequest
 from websockets.datastructures import Headers
 from websockets.extensions.permessage_deflate import ServerPerMessageDeflateFactory
 from websockets.frames import Opcode
@@ -36,8 +42,7 @@ from websockets.protocol import State
 from websockets.server import ServerProtocol
 
 from replay.cassettes.cassette import Cassette
-from replay.conformance.cuts import CUT_AFTER, CUT_AT
-from replay.engine.conversation import Conversation, Event, Received, Snapshot
+from replay.engine.conversation import Conversation, Event, Received
 from replay.engine.matching import DEFAULT_IGNORE, Divergence, StrictMatcher
 from replay.engine.player import ResponsePlayer, Speech, User
 from replay.engine.script import Script, script_of
@@ -87,34 +92,6 @@ class ServerOptions:
 
 
 @dataclass
-class Cut:
-    """Where the conformance runner barges in, and how long it then watches the client.
-
-    ``label`` is ``after:TYPE#N`` (right after the Nth server event of that type, in GA names,
-    that the live session sent) or ``at:SECONDS`` (since the socket opened).
-    """
-
-    label: str
-    quiet: float = 0.3  # the window closes after this long without a client frame (appends aside)...
-    max_window: float = 5.0  # ...or after this long in all...
-    min_window: float = 1.0  # ...but never before this long: a loaded machine's client gets time to answer
-    stall: float = 3.0  # nothing due and the client silent this long before the cut: not reached
-    # The cut as a place in the model's output: after step `step` (-1: after response.created) of the
-    # `response`-th response the live session plays. Set from a recording, it holds whatever items the
-    # client created before; the label then only names it.
-    response: int | None = None
-    step: int | None = None
-
-    def __post_init__(self) -> None:
-        after, at = CUT_AFTER.match(self.label.strip()), CUT_AT.match(self.label.strip())
-        if after is None and at is None:
-            raise ValueError(f"{self.label}: a cut is 'after:TYPE#N' or 'at:SECONDS'")
-        self.after_type = neutral_name(after["type"]) if after else None
-        self.after_n = int(after["n"]) if after else 0
-        self.at_s = float(at["s"]) if at else None
-
-
-@dataclass
 class LiveSession:
     """One connection's state, kept after it ends for reports and tests."""
 
@@ -125,21 +102,89 @@ class LiveSession:
     engine: Conversation
     script: Script | None
     log: WireLog
-    cut: Cut | None = None
-    cut_at: float | None = None
-    window_closed: asyncio.Event = field(default_factory=asyncio.Event)
     closed: asyncio.Event = field(default_factory=asyncio.Event)
     close_code: int | None = None
     close_reason: str | None = None
     failure: str | None = None  # strict-mode mismatch, or why the server gave up
-    engine_snapshot: Snapshot | None = None  # what the server held when the user barged in
-    stalled: str | None = None  # why the session stopped short of the cut: the step the client did not take
     responses_started: int = 0
     divergences: list[Divergence] = field(default_factory=list)
     client: str = ""  # the client's address
 
 
 SessionHook = Callable[[LiveSession], Awaitable[None] | None]
+
+
+class Floor(Protocol):
+    """What the server offers the user of one connection: what it holds, and the user starting to speak.
+
+    A real server's side of a spoken turn (speech started, stopped, the commit and the response it
+    starts) is :meth:`barge_in`; everything else is for reading.
+    """
+
+    @property
+    def engine(self) -> Conversation: ...
+
+    @property
+    def script(self) -> Script | None: ...
+
+    @property
+    def user(self) -> User | None: ...
+
+    @property
+    def responses_started(self) -> int: ...
+
+    def now(self) -> float:
+        """Seconds since the socket opened."""
+        ...
+
+    def busy(self) -> bool:
+        """Something is due on the server's side: output playing, the user speaking or about to, answers in flight."""
+        ...
+
+    def heard_at(self) -> float:
+        """When the session last moved: a client frame (audio appends aside) or an event the server made."""
+        ...
+
+    def barge_in(self, now: float, note: str) -> None:
+        """The user starts speaking at ``now`` (the next recorded turn, if any); ``note`` marks it in the log."""
+        ...
+
+    def mark(self, now: float, note: str) -> None:
+        """A line in the session's wire log."""
+        ...
+
+
+class Harness(Protocol):
+    """The user of one connection, as the server calls it (:mod:`replay.conformance.harness` is one).
+
+    Each hook runs synchronously where the server observed the thing, so what the harness does
+    through the :class:`Floor` happens right there: after that event, in that tick.
+    """
+
+    def opened(self, floor: Floor) -> None: ...
+
+    def sent(self, etype: str, count: int) -> None:
+        """The server just made its ``count``-th event of type ``etype`` (GA name)."""
+        ...
+
+    def played(self, response: int, step: int) -> None:
+        """The server just played step ``step`` (-1: response.created) of its ``response``-th response."""
+        ...
+
+    def tick(self, now: float) -> None:
+        """The end of a tick of the server's clock."""
+        ...
+
+    def deadline(self) -> float | None:
+        """When the harness next wants a tick (seconds since the socket opened), if ever."""
+        ...
+
+    def ended(self) -> None:
+        """The connection is over."""
+        ...
+
+
+HarnessFactory = Callable[[LiveSession], Harness]
 
 
 class ReplayServer:
@@ -150,16 +195,17 @@ class ReplayServer:
         *,
         host: str = "127.0.0.1",
         port: int = 0,
-        cut: Cut | None = None,
+        harness: HarnessFactory | None = None,
     ) -> None:
         self.cassette = cassette
         self.options = options or ServerOptions()
         self.host = host
         self.port = port
-        self.cut = cut
+        self.harness = harness  # a user for each connection (the conformance harness), if any
         self.sessions: list[LiveSession] = []
         self.session_started = asyncio.Event()
         self.scripts = [script_of(cassette, i) for i in range(len(cassette.sessions))] if cassette else []
+        self.http = RecordedHttp(cassette.http_interactions if cassette else [])
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._live: set[_Connection] = set()
@@ -289,7 +335,7 @@ class ReplayServer:
             return
         try:
             async with asyncio.timeout(REQUEST_DEADLINE_S):
-                await self._read_body(conn, request, reader, writer)
+                body = await self._read_body(conn, request, reader, writer)
         except _BodyTooLarge:
             await _refuse_http(writer, 413, f"the request body is over {MAX_BODY} bytes")
             self._say(f"refused {peer}: {shown(what, 300)}: 413 Content Too Large (over {MAX_BODY} bytes)")
@@ -302,7 +348,7 @@ class ReplayServer:
             await _refuse_http(writer, 400, clip(str(exc), 200))
             self._say(f"refused {peer}: {shown(what, 300)}: 400 Bad Request ({shown(str(exc), 200)})")
             return
-        status, headers, payload = self._recorded_http(method, target)
+        status, headers, payload = self.http.play(method, target, body, request.headers)
         headers = [(k, v) for k, v in headers if k.lower() not in ("content-length", "transfer-encoding",
                                                                     "content-encoding", "connection")]
         headers += [("content-length", str(len(payload))), ("connection", "close")]
@@ -351,20 +397,6 @@ class ReplayServer:
         error = self.options.rules.error(rule, event_id=None, server_event_id="", **fields)["error"]
         return {"error": {k: v for k, v in error.items() if k != "event_id"}}
 
-    def _recorded_http(self, method: str, target: str) -> tuple[int, list[tuple[str, str]], bytes]:
-        path = urlsplit(target).path
-        for interaction in self.cassette.http_interactions if self.cassette else []:
-            req = interaction["request"]
-            if req["method"].upper() == method.upper() and urlsplit(req["uri"]).path == path:
-                resp = interaction["response"]
-                headers = [(k, v) for k, values in (resp.get("headers") or {}).items()
-                           for v in (values if isinstance(values, list) else [values])]
-                body = (resp.get("body") or {}).get("string") or ""
-                return resp["status"]["code"], headers, body.encode() if isinstance(body, str) else body
-        error = {"error": {"message": f"rtreplay: the cassette has no recorded {method} {path}",
-                           "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
-        return 404, [("content-type", "application/json")], json.dumps(error).encode()
-
     async def _websocket(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
         protocol = ServerProtocol(
             # Level 1: a fifth of the default's CPU on audio deltas; the level is the server's own business.
@@ -404,7 +436,8 @@ class ReplayServer:
             raise
         finally:
             self._live.discard(connection)
-            session.window_closed.set()
+            if connection.harness is not None:
+                connection.harness.ended()
             session.closed.set()
             self._release_finished()
 
@@ -444,7 +477,7 @@ class ReplayServer:
                               audio_quantum_ms=self.options.audio_quantum_ms, created_at=int(time.time()),
                               template=script.session if script is not None else None,
                               enforce_t2=not (script is not None and script.audio_cut_at_source))
-        session = LiveSession(index, dialect, path, model, engine, script, WireLog(), cut=self.cut, client=peer)
+        session = LiveSession(index, dialect, path, model, engine, script, WireLog(), client=peer)
         self.sessions.append(session)
         self.session_started.set()
         self._say(f"session {index}: {dialect} client, model {shown(str(engine.session.get('model')), 200)}, "
@@ -526,7 +559,7 @@ class _Connection:
         self.latency = max(0.0, options.latency_ms) / 1000
         self.players: dict[str, tuple[int, ResponsePlayer]] = {}  # response id -> (its number, its player)
         self.user = User(self.script, timeline=options.play_user, speed=options.speed) if self.script else None
-        # (due, event or None for a mark, origin or the mark's text): the network pipe. Every entry is
+        # (due, event or None for a barge-in's mark, origin or the mark's text): the network pipe. Every entry is
         # due `latency` after it was made, so the pipe is in due order: first in, first out.
         self.outbox: deque[tuple[float, Event | None, str]] = deque()
         self.deferred: deque[tuple[float, Callable[[], None]]] = deque()  # server-side work that takes time
@@ -536,9 +569,37 @@ class _Connection:
         self.matcher = StrictMatcher(self.script.client_events, options.ignore) if self.script is not None else None
         self._fragments: list[bytes] = []
         self._fragment_op: Opcode | None = None
+        self.harness = server.harness(session) if server.harness is not None else None
+        if self.harness is not None:
+            self.harness.opened(self)
+
+    # -- the floor: what the user of this connection (its harness) sees and does
 
     def now(self) -> float:
         return self.loop.time() - self.start
+
+    @property
+    def responses_started(self) -> int:
+        return self.session.responses_started
+
+    def heard_at(self) -> float:
+        return max(self.last_client_at, self.last_activity)
+
+    def busy(self) -> bool:
+        if self.players or self.outbox or self.deferred:
+            return True
+        if self.user is None:
+            return False
+        return self.user.busy or self.user.due_at(self.engine.input_audio_ms, True) is not None
+
+    def barge_in(self, now: float, note: str) -> None:
+        # Marked in the pipe, so the log shows it right after the frame it follows, as the client saw it.
+        self.outbox.append((now + self.latency, None, note))
+        speech = self.user.interrupt(now) if self.user is not None else Speech("started", None)
+        self.speak(speech, "barge-in")
+
+    def mark(self, now: float, note: str) -> None:
+        self.session.log.mark(now, note)
 
     async def run(self, refusal: tuple[str, dict[str, Any]] | None) -> None:
         session = self.session
@@ -561,7 +622,8 @@ class _Connection:
                 await sender
             session.close_code = self.protocol.close_code
             session.close_reason = self.protocol.close_reason
-            session.window_closed.set()
+            if self.harness is not None:
+                self.harness.ended()
             session.closed.set()
 
     def end(self, reason: str, code: int = 1000) -> None:
@@ -610,8 +672,8 @@ class _Connection:
         now = self.now()
         while self.outbox and self.outbox[0][0] <= now:
             _, event, origin = self.outbox.popleft()
-            if event is None:
-                self.session.log.mark(now, origin, cut=origin.startswith("cut "))
+            if event is None:  # a barge-in's mark: the cut, where the client saw it
+                self.session.log.mark(now, origin, cut=True)
             else:
                 self._write(event, origin, pending=True)
         send_pending(self.protocol, self.writer)
@@ -632,22 +694,15 @@ class _Connection:
             self.deferred.append((self.now() + delay, action))  # one delay for all: in due order
 
     def _after(self, event: Event) -> None:
-        """What an event the server made sets going: the model's output, the end of a turn, the cut."""
+        """What an event the server made sets going: the model's output, the end of a turn; the harness is told."""
         etype = neutral_name(str(event.get("type")))
         count = self.counts[etype] = self.counts.get(etype, 0) + 1
         if etype == "response.created":
             self._play_next(event)
         elif etype == "response.done" and self.user is not None:
             self.user.response_ended(self.now())
-        cut = self.session.cut
-        if cut is not None and self.session.cut_at is None and cut.response is None and cut.after_type == etype \
-                and count == cut.after_n:
-            self._barge_in()
-
-    def _cut_at_step(self, response: int, step: int) -> None:
-        cut = self.session.cut
-        if cut is not None and self.session.cut_at is None and (cut.response, cut.step) == (response, step):
-            self._barge_in()
+        if self.harness is not None:
+            self.harness.sent(etype, count)
 
     def _play_next(self, created: Event) -> None:
         session = self.session
@@ -657,7 +712,8 @@ class _Connection:
         response_id = str((created.get("response") or {}).get("id"))
         if index < len(responses):
             self.players[response_id] = (index, ResponsePlayer(responses[index], self.now(), self.speed))
-            self._cut_at_step(index, -1)
+            if self.harness is not None:
+                self.harness.played(index, -1)
         else:
             session.log.mark(self.now(), f"response {index + 1}: the recording has no response left to play; "
                                          "an empty completed response answers")
@@ -697,7 +753,8 @@ class _Connection:
         for response_id, (index, player) in list(self.players.items()):
             for position, step in player.due(now + EARLY_S):
                 self._emit_all(self.engine.render_step(step, response_id), "model")
-                self._cut_at_step(index, position)
+                if self.harness is not None:
+                    self.harness.played(index, position)
             if player.finished:
                 self.players.pop(response_id, None)
         if self.user is not None:
@@ -706,12 +763,15 @@ class _Connection:
                 said = self.user.poll(now, input_ms=engine.input_audio_ms, listening=engine.turn_detection is not None,
                                       response_active=engine.response is not None)
                 for speech in said:
-                    self._speak(speech)
+                    self.speak(speech)
                 if not said:
                     break
-        self._check_cut(now)
+        if self.harness is not None:
+            self.harness.tick(now)
 
-    def _speak(self, speech: Speech, origin: str = "user") -> None:
+    def speak(self, speech: Speech, origin: str = "user") -> None:
+        """What a real server does when the user speaks: speech started (a barge-in cancels, if the session
+        says so), or stopped (the turn committed, and the response it starts)."""
         turn = speech.turn
         engine = self.engine
         timeline = self.user is not None and self.user.timeline
@@ -740,64 +800,6 @@ class _Connection:
         self._later(2 * self.latency,
                     lambda: self._emit_all(self.engine.cancel_tail(reason, response_id), "engine"))
 
-    def _barge_in(self) -> None:
-        session = self.session
-        cut = session.cut
-        assert cut is not None
-        now = self.now()
-        session.cut_at = now
-        session.engine_snapshot = self.engine.snapshot()
-        # Marked in the pipe, so the log shows it right after the frame it follows, as the client saw it.
-        self.outbox.append((now + self.latency, None, f"cut {cut.label}: the user starts speaking"))
-        speech = self.user.interrupt(now) if self.user is not None else Speech("started", None)
-        self._speak(speech, "barge-in")
-
-    def _check_cut(self, now: float) -> None:
-        session = self.session
-        cut = session.cut
-        if cut is None or session.window_closed.is_set():
-            return
-        if session.cut_at is None:
-            if cut.at_s is not None and now >= cut.at_s:
-                self._barge_in()
-            elif not self._busy() and now - max(self.last_client_at, self.last_activity) >= cut.stall:
-                session.stalled = self._untaken_step()
-                session.log.mark(now, f"not reached: {session.stalled}")
-                session.window_closed.set()
-            return
-        if now - session.cut_at >= cut.max_window or (
-                not self._busy() and now - session.cut_at >= cut.min_window
-                and now - max(self.last_client_at, self.last_activity, session.cut_at) >= cut.quiet):
-            session.log.mark(now, "window closed")
-            session.window_closed.set()
-
-    def _busy(self) -> bool:
-        """Something is due on the server's side: output playing, the user speaking or about to, answers in flight."""
-        if self.players or self.outbox or self.deferred:
-            return True
-        if self.user is None:
-            return False
-        return self.user.busy or self.user.due_at(self.engine.input_audio_ms, True) is not None
-
-    def _untaken_step(self) -> str:
-        """The recorded step the client did not take, for a NOT-REACHED verdict."""
-        turn = self.user.turn if self.user is not None else None
-        responses = self.script.responses if self.script is not None else []
-        if turn is not None and turn.kind == "tool":
-            previous = responses[self.session.responses_started - 1] if self.session.responses_started else None
-            tools = ", ".join(previous.tools) if previous is not None and previous.tools else "the function"
-            return (f"the client never answered the function call {tools} (a function_call_output item, then "
-                    "response.create), so the next recorded response never started")
-        if self.engine.turn_detection is None:
-            return ("the live session has turn detection off and the client sent no response.create, so the next "
-                    "recorded response never started")
-        if not self.engine.creates_response():
-            return ("the live session has create_response off and the client sent no response.create, so the "
-                    "next recorded response never started")
-        if turn is None:
-            return "the recording has no further user turn, and the client started no response"
-        return f"user turn {turn.index + 1} ({turn.kind}) was never taken"
-
     def _next_timeout(self) -> float:
         now = self.now()
         deadlines = [self.server.options.max_session_s - now]
@@ -812,16 +814,8 @@ class _Connection:
             due = self.user.due_at(self.engine.input_audio_ms, self.engine.turn_detection is not None)
             if due is not None:
                 deadlines.append(due - now)
-        cut = self.session.cut
-        if cut is not None and not self.session.window_closed.is_set():
-            if self.session.cut_at is None:
-                if cut.at_s is not None:
-                    deadlines.append(cut.at_s - now)
-                deadlines.append(max(self.last_client_at, self.last_activity) + cut.stall - now)
-            else:
-                quiet_end = max(self.last_client_at, self.last_activity, self.session.cut_at) + cut.quiet
-                deadlines.append(min(max(quiet_end, self.session.cut_at + cut.min_window),
-                                     self.session.cut_at + cut.max_window) - now)
+        if self.harness is not None and (wanted := self.harness.deadline()) is not None:
+            deadlines.append(wanted - now)
         return max(0.0, min(deadlines)) if min(deadlines) > 0 else 0.0
 
     # -- receiving
@@ -902,6 +896,73 @@ class _Connection:
             self._flush()
             self.protocol.send_close(1008, _fit(divergence.describe(), 123))
             send_pending(self.protocol, self.writer)
+
+
+class RecordedHttp:
+    """The cassette's plain-HTTP interactions, played as vcrpy plays them (its own matchers and play counts).
+
+    A request matches a recording on vcrpy's default matchers less the host's (method, path, query:
+    the host is this server); each recording plays once, in recorded order, and among the unplayed
+    matches the first whose body matches too (vcrpy's body matcher: JSON compared as JSON) goes first.
+    Two recorded ``POST /v1/realtime/client_secrets`` therefore replay in order, or by body.
+    """
+
+    MATCH_ON = (vcr_matchers.method, vcr_matchers.path, vcr_matchers.query)
+
+    def __init__(self, interactions: list[dict[str, Any]]) -> None:
+        self.recorded: list[tuple[VcrRequest, dict[str, Any]]] = []
+        for interaction in interactions:
+            req = interaction["request"]
+            body = req.get("body")
+            body = body.get("string") if isinstance(body, dict) else body
+            try:
+                recorded = VcrRequest(str(req["method"]).upper(), str(req["uri"]), body, req.get("headers") or {})
+                recorded.query  # noqa: B018 -- a uri urllib cannot parse can never match: left out
+            except (ValueError, TypeError):
+                continue
+            self.recorded.append((recorded, interaction["response"]))
+        self.plays = [0] * len(self.recorded)
+
+    def play(self, method: str, target: str, body: bytes,
+             headers: Sequence[tuple[bytes, bytes]]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The response to one request: the next unplayed recording it matches, else a 404 saying why."""
+        fields = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers
+                  if k.lower() not in (b"transfer-encoding", b"content-length")}  # the body is already whole
+        uri = target if urlsplit(target).scheme else f"http://rtreplay{target if target.startswith('/') else '/'}"
+        try:
+            asked = VcrRequest(method.upper(), uri, body, fields)
+            asked.query  # noqa: B018
+        except ValueError:
+            return self._missing(method, target, "a request target urllib cannot parse")
+        matching = [i for i, (recorded, _) in enumerate(self.recorded)
+                    if vcr_matchers.requests_match(asked, recorded, self.MATCH_ON)]
+        unplayed = [i for i in matching if self.plays[i] == 0]
+        if not unplayed:
+            why = (f"its {len(matching)} recorded {method} {urlsplit(target).path} have all been played "
+                   "(each plays once, as in vcrpy)") if matching else ""
+            return self._missing(method, target, why)
+        chosen = next((i for i in unplayed if _same_body(asked, self.recorded[i][0])), unplayed[0])
+        self.plays[chosen] += 1
+        resp = self.recorded[chosen][1]
+        out_headers = [(str(k), str(v)) for k, values in (resp.get("headers") or {}).items()
+                       for v in (values if isinstance(values, list) else [values])]
+        payload = (resp.get("body") or {}).get("string") or ""
+        return resp["status"]["code"], out_headers, payload.encode() if isinstance(payload, str) else payload
+
+    @staticmethod
+    def _missing(method: str, target: str, why: str) -> tuple[int, list[tuple[str, str]], bytes]:
+        asked = clip(f"{method} {target}", 300)
+        message = f"rtreplay: the cassette has no recorded {asked}" + (f": {why}" if why else "")
+        error = {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": "unknown_url"}}
+        return 404, [("content-type", "application/json")], json.dumps(error).encode()
+
+
+def _same_body(asked: VcrRequest, recorded: VcrRequest) -> bool:
+    """vcrpy's body matcher; a body it cannot compare (JSON nested past Python's recursion limit) does not match."""
+    try:
+        return bool(vcr_matchers.requests_match(asked, recorded, (vcr_matchers.body,)))
+    except Exception:
+        return False
 
 
 def _wire(event: Event) -> bytes:
