@@ -774,3 +774,12 @@ def test_the_cancel_tail_of_the_current_response_and_of_a_finished_item() -> Non
     assert [e["type"] for e in tail] == ["response.done"]
     assert tail[0]["response"]["output"] == [conv.item_object(conv.items["item_a"])]
     assert tail[0]["response"]["output"][0]["status"] == "completed"
+
+
+def test_a_cut_after_a_frame_with_no_event_type_resolves_to_that_frame() -> None:
+    """cut_label and parse_cut count a typeless server frame (text, binary) under the same name."""
+    frames = [Frame(0.0, "server", event={"type": "session.created", "session": {}}),
+              Frame(0.1, "server", text="not json"), Frame(0.2, "server", text="again")]
+    session = WebSocketSession("wss://api.openai.com/v1/realtime?model=gpt-realtime", "ga", frames)
+    for index in (1, 2):
+        assert parse_cut(cut_label(session, index), session) == index

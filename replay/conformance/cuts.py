@@ -52,7 +52,8 @@ def cut_label(session: WebSocketSession, index: int) -> str:
     for a client of either dialect.
     """
     etype = neutral_name(session.frames[index].type or "frame")
-    n = sum(1 for f in session.frames[: index + 1] if f.source == "server" and neutral_name(f.type or "") == etype)
+    n = sum(1 for f in session.frames[: index + 1]
+            if f.source == "server" and neutral_name(f.type or "frame") == etype)
     return f"after:{etype}#{n}"
 
 
@@ -62,7 +63,7 @@ def parse_cut(spec: str, session: WebSocketSession) -> int:
         wanted, n = neutral_name(match["type"]), int(match["n"])
         seen = 0
         for index, frame in enumerate(session.frames):
-            if frame.source == "server" and neutral_name(frame.type or "") == wanted:
+            if frame.source == "server" and neutral_name(frame.type or "frame") == wanted:
                 seen += 1
                 if seen == n:
                     return index
