@@ -19,8 +19,9 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 
 from replay.cassettes.cassette import Cassette, load
+from replay.conformance.harness import Cut, CutHarness
 from replay.engine.script import script_of
-from replay.net.server import Cut, ReplayServer, ServerOptions
+from replay.net.server import ReplayServer, ServerOptions
 from replay.wire import protocol as p
 from replay.wire.protocol import Dialect
 
@@ -136,7 +137,8 @@ async def test_a_barge_in_cancels_when_interrupt_response_is_omitted(dialect: Di
     `{"type": "server_vad"}` only keeps the API's default (true), so the barge-in cancels the response."""
     name = RECORDING[dialect]
     cut = Cut("after:response.output_audio.delta#3")
-    async with ReplayServer(cassette(name), ServerOptions(speed=0.5, play_user=True), cut=cut) as server, \
+    async with ReplayServer(cassette(name), ServerOptions(speed=0.5, play_user=True),
+                            harness=lambda session: CutHarness(cut)) as server, \
             client(server, dialect) as wire:
         for detection in (None, {"type": "server_vad"}):
             await wire.send({"type": "session.update", "session": {"type": "realtime", "audio": {"input": {
