@@ -6,17 +6,14 @@ on the wire (issue 20; docs/mutation.md numbers the planted bugs).
 
 from __future__ import annotations
 
-import asyncio
 import base64
-import json
-import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import cache
 from typing import Any
 
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 from replay.cassettes.cassette import Cassette, load
 from replay.conformance.harness import Cut, CutHarness
@@ -26,6 +23,7 @@ from replay.wire import protocol as p
 from replay.wire.protocol import Dialect
 
 from .conftest import CASSETTES
+from .test_live_server import Wire
 
 Event = dict[str, Any]
 AUTH = {"Authorization": "Bearer sk-test"}
@@ -39,26 +37,6 @@ def cassette(name: str) -> Cassette:
     return load(CASSETTES / f"{name}.yaml")
 
 
-class Wire:
-    def __init__(self, ws: ClientConnection) -> None:
-        self.ws = ws
-        self.frames: list[Event] = []
-
-    async def send(self, event: Event) -> None:
-        await self.ws.send(json.dumps(event))
-
-    async def until(self, match: str | Callable[[Event], bool], timeout: float = 10.0) -> Event:
-        test = (lambda e: e.get("type") == match) if isinstance(match, str) else match
-        deadline = time.monotonic() + timeout
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                frame: Event = json.loads(await asyncio.wait_for(self.ws.recv(), left))
-            except TimeoutError:
-                break
-            self.frames.append(frame)
-            if test(frame):
-                return frame
-        raise AssertionError(f"no frame matching {match!r} within {timeout}s; got {[f['type'] for f in self.frames]}")
 
 
 @asynccontextmanager
