@@ -47,7 +47,16 @@ from replay.engine.matching import DEFAULT_IGNORE, Divergence, StrictMatcher
 from replay.engine.player import ResponsePlayer, Speech, User
 from replay.engine.script import Script, script_of
 from replay.net.wirelog import WireLog
-from replay.net.wsio import HEAD_TIMEOUT_S, peer_of, plain_response, receive_frames, send_pending, serve_connection
+from replay.net.wsio import (
+    HEAD_TIMEOUT_S,
+    WRITE_STALL_S,
+    drain,
+    peer_of,
+    plain_response,
+    receive_frames,
+    send_pending,
+    serve_connection,
+)
 from replay.text import clip, shown
 from replay.wire.dialect import neutral_name
 from replay.wire.protocol import AUDIO_DELTA_TYPES, Dialect, IdFactory
@@ -88,6 +97,7 @@ class ServerOptions:
     # after the connection; a long-running `serve` keeps none, so its memory does not grow per session).
     finished_kept: int | None = None
     head_timeout_s: float = HEAD_TIMEOUT_S
+    write_stall_s: float = WRITE_STALL_S  # a client that takes nothing this long is dropped
     idle_timeout_s: float = IDLE_TIMEOUT_S
 
 
@@ -720,8 +730,11 @@ class _Connection:
             self._emit_all(self.engine.finish_empty(response_id), "engine")
 
     async def _drain(self) -> None:
-        with contextlib.suppress(ConnectionError):
-            await self.writer.drain()
+        stall = self.server.options.write_stall_s
+        if not await drain(self.writer, stall):
+            self.session.log.mark(self.now(), f"the client read nothing for {stall:g} s: connection dropped")
+            self.server._say(f"session {self.session.index}: the client read nothing for {stall:g} s: "
+                             "connection dropped")
 
     # -- the clock
 
@@ -821,7 +834,7 @@ class _Connection:
     # -- receiving
 
     async def _read_loop(self) -> None:
-        async for frame in receive_frames(self.reader, self.protocol, self.writer):
+        async for frame in receive_frames(self.reader, self.protocol, self.writer, self.server.options.write_stall_s):
             self._on_frame(frame.opcode, bytes(frame.data), frame.fin)
 
     async def _read_until_closed(self) -> None:

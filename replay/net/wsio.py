@@ -16,6 +16,7 @@ from websockets.server import ServerProtocol
 from replay.text import clip
 
 HEAD_TIMEOUT_S = 10.0  # to send a request head: a connection silent longer holds a descriptor for nothing
+WRITE_STALL_S = 30.0  # seconds a client may take nothing we send before it is dropped
 
 
 def send_pending(protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
@@ -29,8 +30,26 @@ def send_pending(protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None
             writer.write_eof()
 
 
+async def drain(writer: asyncio.StreamWriter, stall_s: float = WRITE_STALL_S) -> bool:
+    """Wait for the client to take what was written; False when it took nothing for ``stall_s``.
+
+    A client that stops reading would hold its session (and a descriptor) in ``drain`` forever: a
+    stalled one is dropped, as a real server drops a peer whose window stays shut. A gone one is True:
+    the read side sees the end.
+    """
+    try:
+        async with asyncio.timeout(stall_s):
+            await writer.drain()
+    except ConnectionError:
+        return True
+    except TimeoutError:
+        writer.transport.abort()
+        return False
+    return True
+
+
 async def receive_frames(reader: asyncio.StreamReader, protocol: ServerProtocol,
-                         writer: asyncio.StreamWriter) -> AsyncIterator[Frame]:
+                         writer: asyncio.StreamWriter, stall_s: float = WRITE_STALL_S) -> AsyncIterator[Frame]:
     """Every frame the client sends, until the connection is over (EOF, or the closing handshake)."""
     while True:
         try:
@@ -45,8 +64,8 @@ async def receive_frames(reader: asyncio.StreamReader, protocol: ServerProtocol,
             if isinstance(frame, Frame):
                 yield frame
         send_pending(protocol, writer)
-        with contextlib.suppress(ConnectionError):
-            await writer.drain()
+        if not await drain(writer, stall_s):
+            return
         if not data or protocol.state is State.CLOSED or protocol.close_expected():
             return  # the server closes TCP once the closing handshake is done (RFC 6455 §7.1.1)
 
