@@ -18,14 +18,12 @@ truncated or hostile entry, data marshal cannot hold) means a plain parse, never
 are written to a temporary file and renamed, carry their key, length and CRC-32, and are checked on
 every read.
 
-`read_bytes` is also how a cassette itself is read: a regular file only (a FIFO, a device or
-``/dev/zero`` is refused, not read until memory runs out), of at most `MAX_FILE_BYTES`.
+A cassette itself is read with `replay.files.read_bytes`, at most `MAX_FILE_BYTES`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import marshal
 import os
@@ -36,6 +34,8 @@ import sys
 import zlib
 from typing import Any
 
+from replay.files import read_bytes
+
 MAGIC = b"rtreplay-cassette\x01"
 _HEADER = struct.Struct("<32sQI")  # key (sha256 digest), payload length, payload crc32
 SUFFIX = ".cassette"
@@ -44,11 +44,6 @@ MAX_ENTRY_BYTES = 512 * 1024 * 1024  # an entry of a cassette of MAX_FILE_BYTES 
 
 
 MAX_FILE_BYTES = 256 * 1024 * 1024  # a cassette: bundled ones are KBs, a 60-minute session with audio tens of MBs
-_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)  # a FIFO opens at once
-
-
-class NotAFile(OSError):
-    """A path that is not a regular file of a size we read: ``strerror`` says which."""
 
 
 def _home() -> str | None:
@@ -91,44 +86,6 @@ def _open_dir(*, create: bool) -> int | None:
         os.close(fd)
         return None
     return fd
-
-
-def read_bytes(path: str, *, limit: int = MAX_FILE_BYTES, dir_fd: int | None = None, follow: bool = True) -> bytes:
-    """A whole regular file of at most ``limit`` bytes, with few system calls (a hit reads two files).
-
-    Anything else raises `NotAFile` before a byte is read: a FIFO would block, ``/dev/zero`` never ends.
-    """
-    fd = os.open(path, _OPEN_FLAGS | (0 if follow else os.O_NOFOLLOW), dir_fd=dir_fd)
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            code = errno.EISDIR if stat.S_ISDIR(st.st_mode) else errno.EINVAL
-            raise NotAFile(code, f"not a regular file ({_kind(st.st_mode)})", path)
-        if st.st_size > limit:
-            raise NotAFile(errno.EFBIG, f"{st.st_size} bytes, more than the {_size(limit)} a file may be here",
-                           path)
-        chunks = [os.read(fd, st.st_size + 1)]
-        total = len(chunks[0])
-        while chunks[-1]:  # a file that grows while it is read: still no more than the limit
-            if total > limit:
-                raise NotAFile(errno.EFBIG, f"more than the {_size(limit)} a file may be here", path)
-            chunks.append(os.read(fd, 1 << 20))
-            total += len(chunks[-1])
-    finally:
-        os.close(fd)
-    return chunks[0] if len(chunks) == 2 else b"".join(chunks)
-
-
-def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
-        if test(mode):
-            return name
-    return "not a plain file"
-
-
-def _size(n: int) -> str:
-    return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n} bytes"
 
 
 class ParsedCache:

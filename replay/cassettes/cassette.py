@@ -23,8 +23,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import yaml
 
-from replay.cassettes.cache import NotAFile, ParsedCache, read_bytes
-from replay.files import write_atomic
+from replay.cassettes.cache import MAX_FILE_BYTES, ParsedCache
+from replay.files import NotAFile, read_bytes, write_atomic
 from replay.text import visible
 from replay.wire.protocol import AUDIO_DELTA_TYPES, DIALECTS, Dialect, silence_b64
 
@@ -335,7 +335,7 @@ def load(path: str | Path) -> Cassette:
 
 def _load(path: Path) -> Cassette:
     try:
-        raw = read_bytes(str(path))
+        raw = read_bytes(path, limit=MAX_FILE_BYTES)
     except OSError as exc:
         raise CassetteError(f"{path}: {_unreadable(exc)}") from None
     key = _CACHE.key(raw)
