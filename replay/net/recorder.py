@@ -45,7 +45,7 @@ from replay import __version__
 from replay.cassettes.cassette import Cassette, Frame, Source, WebSocketSession, compact_audio, load
 from replay.cassettes.scrub import scrub_cassette
 from replay.files import write_atomic
-from replay.net.server import MAX_FRAME, MAX_HEAD, wants_beta
+from replay.net.server import MAX_FRAME, MAX_HEAD, url_host, wants_beta
 from replay.net.wsio import receive_frames, send_pending, serve_connection
 from replay.text import visible
 
@@ -190,16 +190,10 @@ class RecordingProxy:
 
     @property
     def http_base_url(self) -> str:
-        return f"http://{self._authority}/v1"
+        return f"http://{url_host(self.host)}:{self.port}/v1"
 
     def ws_url(self, model: str = "gpt-realtime") -> str:
-        return f"ws://{self._authority}/v1/realtime?model={model}"
-
-    @property
-    def _authority(self) -> str:
-        """host:port for a URL: a wildcard bind is reached on loopback, an IPv6 address in brackets."""
-        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)  # noqa: S104
-        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+        return f"ws://{url_host(self.host)}:{self.port}/v1/realtime?model={model}"
 
     def _prepare_output(self) -> None:
         if self.record_mode == "none":
