@@ -46,7 +46,7 @@ from replay.cassettes.cassette import Cassette, Frame, Source, WebSocketSession,
 from replay.cassettes.scrub import scrub_cassette
 from replay.files import write_atomic
 from replay.net.server import MAX_FRAME, MAX_HEAD, url_host, wants_beta
-from replay.net.wsio import receive_frames, send_pending, serve_connection
+from replay.net.wsio import REQUEST_DEADLINE_S, BodyTooLarge, read_body, receive_frames, send_pending, serve_connection
 from replay.text import visible
 
 RECORD_MODES = ("once", "new_episodes", "none", "all", "rewrite")
@@ -425,13 +425,21 @@ class RecordingProxy:
 
     async def _http(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: bytes) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
+        conn.receive_data(head)
         try:
-            request, body = await _read_request(conn, reader, head)
+            request = conn.next_event()
+            if not isinstance(request, h11.Request):  # serve_connection let only a whole head through
+                raise h11.RemoteProtocolError("not an HTTP request")
+            async with asyncio.timeout(REQUEST_DEADLINE_S):
+                body = await read_body(conn, request, reader, writer, limit=MAX_FRAME)
         except h11.RemoteProtocolError as exc:
             _respond(conn, writer, 400, *_error(f"rtreplay record: bad HTTP request: {exc}"))
             return
-        except _BodyTooLarge:
+        except BodyTooLarge:
             _respond(conn, writer, 413, *_error(f"rtreplay record: request body over {MAX_FRAME} bytes"))
+            return
+        except TimeoutError:
+            _respond(conn, writer, 408, *_error("rtreplay record: the request body stopped arriving"))
             return
         target = request.target.decode("latin-1")
         method = request.method.decode("latin-1")
@@ -674,10 +682,6 @@ def _vcr_body(data: bytes) -> str | bytes:
         return data
 
 
-class _BodyTooLarge(Exception):
-    pass
-
-
 @dataclass(frozen=True)
 class Upstream:
     """The one place the proxy sends anything, the user's key included; every URL it builds is checked to be here."""
@@ -846,26 +850,6 @@ def _close_reason(text: str) -> str:
     """Close reasons are limited to 123 bytes of UTF-8."""
     data = text.encode("utf-8")[:123]
     return data.decode("utf-8", "ignore")
-
-
-async def _read_request(conn: h11.Connection, reader: asyncio.StreamReader, head: bytes) -> tuple[h11.Request, bytes]:
-    conn.receive_data(head)
-    request: h11.Request | None = None
-    body = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            conn.receive_data(await reader.read(65536))
-        elif isinstance(event, h11.Request):
-            request = event
-        elif isinstance(event, h11.Data):
-            body += event.data
-            if len(body) > MAX_FRAME:
-                raise _BodyTooLarge
-        elif isinstance(event, h11.EndOfMessage) and request is not None:
-            return request, bytes(body)
-        else:
-            raise h11.RemoteProtocolError("connection closed before the request was complete")
 
 
 def _error(message: str) -> tuple[list[tuple[str, str]], bytes]:

@@ -49,10 +49,14 @@ from replay.engine.script import Script, script_of
 from replay.net.wirelog import WireLog
 from replay.net.wsio import (
     HEAD_TIMEOUT_S,
+    IDLE_TIMEOUT_S,
+    REQUEST_DEADLINE_S,
     WRITE_STALL_S,
+    BodyTooLarge,
     drain,
     peer_of,
     plain_response,
+    read_body,
     receive_frames,
     send_pending,
     serve_connection,
@@ -65,8 +69,6 @@ from replay.wire.rules import RuleBook
 REALTIME_PATHS = ("/v1/realtime", "/openai/realtime", "/openai/v1/realtime")
 MAX_HEAD = 64 * 1024
 MAX_BODY = 1024 * 1024  # a plain-HTTP request body (client_secrets, calls' SDP): 1 MiB is plenty; more is 413
-IDLE_TIMEOUT_S = 10.0  # plain HTTP: a body that stops arriving, or a response nobody reads, this long is closed
-REQUEST_DEADLINE_S = 60.0  # plain HTTP: a whole request body, however it trickles in
 GOING_AWAY_S = 1.0  # on shutdown, how long clients get to answer the 1001 close
 STARVED_EVERY_S = 10.0  # at most one "out of file descriptors" line this often
 STARVED_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
@@ -345,8 +347,9 @@ class ReplayServer:
             return
         try:
             async with asyncio.timeout(REQUEST_DEADLINE_S):
-                body = await self._read_body(conn, request, reader, writer)
-        except _BodyTooLarge:
+                body = await read_body(conn, request, reader, writer, limit=MAX_BODY,
+                                       idle_timeout=self.options.idle_timeout_s)
+        except BodyTooLarge:
             await _refuse_http(writer, 413, f"the request body is over {MAX_BODY} bytes")
             self._say(f"refused {peer}: {shown(what, 300)}: 413 Content Too Large (over {MAX_BODY} bytes)")
             return
@@ -372,28 +375,6 @@ class ReplayServer:
         with contextlib.suppress(TimeoutError):  # a client that never reads its answer does not hold us
             async with asyncio.timeout(self.options.idle_timeout_s):
                 await writer.drain()
-
-    async def _read_body(self, conn: h11.Connection, request: h11.Request, reader: asyncio.StreamReader,
-                         writer: asyncio.StreamWriter) -> bytes:
-        """The request body, read as it comes: a declared length over the cap is refused before any of it."""
-        if any(name == b"content-length" and int(value) > MAX_BODY for name, value in request.headers):
-            raise _BodyTooLarge
-        body = bytearray()
-        while True:
-            event = conn.next_event()
-            if event is h11.NEED_DATA:
-                if conn.they_are_waiting_for_100_continue:
-                    writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
-                async with asyncio.timeout(self.options.idle_timeout_s):
-                    conn.receive_data(await reader.read(65536))
-            elif isinstance(event, h11.Data):
-                body += event.data
-                if len(body) > MAX_BODY:
-                    raise _BodyTooLarge
-            elif isinstance(event, h11.EndOfMessage):
-                return bytes(body)
-            else:
-                raise h11.RemoteProtocolError("the connection closed before the request was complete")
 
     def _http_refusal(self, request: h11.Request) -> dict[str, Any] | None:
         """With --api-key, the HTTP side refuses other keys too, as the real API does (401)."""
@@ -1006,10 +987,6 @@ def _fit(text: str, limit: int) -> str:
     if len(data) <= limit:
         return data.decode()
     return data[: limit - 3].decode("utf-8", "ignore") + "..."
-
-
-class _BodyTooLarge(Exception):
-    pass
 
 
 async def _refuse_http(writer: asyncio.StreamWriter, status: int, why: str,

@@ -17,6 +17,8 @@ from replay.text import clip
 
 HEAD_TIMEOUT_S = 10.0  # to send a request head: a connection silent longer holds a descriptor for nothing
 WRITE_STALL_S = 30.0  # seconds a client may take nothing we send before it is dropped
+IDLE_TIMEOUT_S = 10.0  # plain HTTP: a body that stops arriving, or a response nobody reads, this long is closed
+REQUEST_DEADLINE_S = 60.0  # plain HTTP: a whole request body, however it trickles in
 
 
 def send_pending(protocol: ServerProtocol, writer: asyncio.StreamWriter) -> None:
@@ -126,6 +128,37 @@ async def serve_connection(reader: asyncio.StreamReader, writer: asyncio.StreamW
         writer.close()
         with contextlib.suppress(Exception, asyncio.CancelledError):  # shutting down: the task ends here
             await writer.wait_closed()
+
+
+class BodyTooLarge(Exception):
+    """A plain-HTTP request body over the reader's limit (answered 413)."""
+
+
+async def read_body(conn: h11.Connection, request: h11.Request, reader: asyncio.StreamReader,
+                    writer: asyncio.StreamWriter, *, limit: int, idle_timeout: float = IDLE_TIMEOUT_S) -> bytes:
+    """A request body as it comes: a declared length over ``limit`` is refused before any of it is read.
+
+    Raises `BodyTooLarge`, `TimeoutError` when no byte arrives for ``idle_timeout`` seconds, or h11's
+    `RemoteProtocolError` for a connection that ends mid-request. ``Expect: 100-continue`` is answered.
+    """
+    if any(name == b"content-length" and int(value) > limit for name, value in request.headers):
+        raise BodyTooLarge
+    body = bytearray()
+    while True:
+        event = conn.next_event()
+        if event is h11.NEED_DATA:
+            if conn.they_are_waiting_for_100_continue:
+                writer.write(conn.send(h11.InformationalResponse(status_code=100, headers=[])) or b"")
+            async with asyncio.timeout(idle_timeout):
+                conn.receive_data(await reader.read(65536))
+        elif isinstance(event, h11.Data):
+            body += event.data
+            if len(body) > limit:
+                raise BodyTooLarge
+        elif isinstance(event, h11.EndOfMessage):
+            return bytes(body)
+        else:
+            raise h11.RemoteProtocolError("the connection closed before the request was complete")
 
 
 def bad_head(head: bytes) -> str | None:

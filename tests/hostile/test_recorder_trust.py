@@ -92,7 +92,7 @@ async def raw_request(port: int, head: bytes) -> bytes:
     writer.write(head)
     await writer.drain()
     try:
-        return await asyncio.wait_for(reader.read(65536), 10)
+        return await asyncio.wait_for(reader.read(65536), 20)
     finally:
         writer.close()
 
@@ -306,3 +306,28 @@ def test_the_key_stays_off_the_console_and_live_sessions_close_1001(tmp_path: Pa
     text = out.read_text()
     assert KEY not in text
     assert load(out).sessions[0].frames  # the session was kept, marked incomplete
+
+
+# ---------------------------------------------------------------------------- the HTTP side's bodies
+
+
+async def test_a_declared_oversize_body_is_refused_before_it_is_sent(tmp_path: Path) -> None:
+    """The recorder reads bodies with the server's bounded reader: 413 on the declared length alone."""
+    async with asyncio.timeout(30), Listener() as upstream:
+        proxy = RecordingProxy(tmp_path / "c.yaml", upstream=f"ws://127.0.0.1:{upstream.port}", port=0, api_key=KEY)
+        async with proxy:
+            answer = await raw_request(proxy.port, f"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: 127.0.0.1:"
+                                                   f"{proxy.port}\r\nContent-Length: {10**10}\r\n\r\n".encode())
+        assert status_of(answer) == 413
+        assert upstream.connections == 0
+
+
+async def test_a_body_that_stops_arriving_is_answered_408(tmp_path: Path) -> None:
+    """A slow client cannot hold a recorder connection past the idle bound (it waited forever before)."""
+    async with asyncio.timeout(40), Listener() as upstream:
+        proxy = RecordingProxy(tmp_path / "c.yaml", upstream=f"ws://127.0.0.1:{upstream.port}", port=0, api_key=KEY)
+        async with proxy:
+            answer = await raw_request(proxy.port, f"POST /v1/realtime/client_secrets HTTP/1.1\r\nHost: 127.0.0.1:"
+                                                   f"{proxy.port}\r\nContent-Length: 100\r\n\r\n{{\"half".encode())
+        assert status_of(answer) == 408
+        assert upstream.connections == 0
