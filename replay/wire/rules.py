@@ -129,10 +129,14 @@ RULES: tuple[Rule, ...] = (
          _R, "missing_model", "You must provide a model parameter, for example "
          "wss://api.openai.com/v1/realtime?model=gpt-realtime-1.5", None, "null",
          "capture", "2026-09-18 handshake probe", close=4000),
-    Rule("T17-beta-disabled", "the beta header or subprotocol, on a server run as after the beta's retirement",
-         _R, "beta_api_shape_disabled", "The Realtime API beta shape is no longer available. Remove the "
-         "'OpenAI-Beta: realtime=v1' header to use the GA interface.", None, "null",
-         "unverified", "code and close from the 2026-09-18 probe; the message was not captured", close=4000),
+    Rule("T17-beta-disabled", "the beta header or subprotocol on OpenAI's paths (the beta was retired on 2026-05-12)",
+         _R, "beta_api_shape_disabled",
+         "The Realtime Beta API is no longer supported. Please use /v1/realtime for the GA API.", None, "null",
+         "report", "pickle-com/glass#220; infinitocloud/asterisk_to_openai_rt_community#4; jsboige/CoursIA#13149 "
+         "(the whole frame); close 4000 from the 2026-09-18 probe", close=4000),
+    Rule("T17-invalid-model", "the upgrade named a model the realtime endpoint does not serve",
+         _R, "invalid_model", 'Model "{model}" is not supported in realtime mode.', None, "null",
+         "capture", "2026-09-18 handshake probe (the message starts so; the tail is inferred)", close=4000),
     Rule("T18", "the session reached its maximum duration (60 minutes on the real API)",
          _R, "session_expired", "Your session hit the maximum duration of {minutes} minutes.", None, "null",
          "report", "several clients quote the string; one log shows the 1001 close", close=1001),
